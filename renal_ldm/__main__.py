@@ -1,0 +1,5 @@
+import sys
+
+from renal_ldm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,22 @@
+"""Shared fixtures. Real data is read from ../shared/data/kidney-pas beside the repository, never copied in."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KIDNEY_PAS = REPO_ROOT.parent / "shared" / "data" / "kidney-pas"
+
+
+@pytest.fixture(scope="session")
+def kidney_pas_dir() -> Path:
+    """The 16 real PAS renal tiles with binary glomerulus masks; skips where the shared folder is absent."""
+    if not (KIDNEY_PAS / "images").is_dir() or not (KIDNEY_PAS / "masks").is_dir():
+        pytest.skip(f"real renal tiles not found at {KIDNEY_PAS} (the shared data folder beside the repository)")
+    return KIDNEY_PAS
