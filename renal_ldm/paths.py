@@ -1,0 +1,24 @@
+"""Where the product keeps its files: one data directory (RENAL_LDM_HOME, default ./var) and the shipped model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "RENAL_LDM_HOME"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL_DIR = REPO_ROOT / "models" / "demo"
+
+
+def data_home() -> Path:
+    """The data directory (created on first use): database, samples, slides, survey images, registered files."""
+    home = Path(os.environ.get(HOME_ENV) or "var").expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def data_subdir(name: str) -> Path:
+    """A product-named folder under the data directory (never a name taken from user input)."""
+    path = data_home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
