@@ -1,0 +1,153 @@
+"""Named model configurations: frozen dataclasses, saved as JSON beside the weights.
+
+`pathldm` is the reference architecture (VQ-f4 with 3 latent channels, UNet 192 x (1, 2, 3, 5), attention at
+downsampling factors 2, 4, 8, one head); `demo` keeps that structure small enough to train and sample on a
+2-core CPU; `tiny` exists so tests run in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """VQ first stage. Downsampling factor = 2 ** (len(block_out_channels) - 1): three levels give f = 4."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 3
+    num_vq_embeddings: int = 8192
+    norm_num_groups: int = 32
+    scaling_factor: float = 1.0
+    mid_block_add_attention: bool = True
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Cross-attention denoiser. attention_levels are indices into the channel multipliers (0 = full res)."""
+
+    base_channels: int = 192
+    channel_mult: tuple[int, ...] = (1, 2, 3, 5)
+    layers_per_block: int = 2
+    attention_levels: tuple[int, ...] = (1, 2, 3)
+    num_attention_heads: int = 1
+    transformer_depth: int = 1
+    norm_num_groups: int = 32
+
+    @property
+    def block_out_channels(self) -> tuple[int, ...]:
+        return tuple(self.base_channels * m for m in self.channel_mult)
+
+
+@dataclass(frozen=True)
+class NoiseScheduleConfig:
+    """DDPM schedule of the reference: 1000 steps, betas = linspace(sqrt(0.0015), sqrt(0.0195)) ** 2."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a latent diffusion model's modules before loading weights."""
+
+    name: str
+    image_size: int
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    noise: NoiseScheduleConfig = field(default_factory=NoiseScheduleConfig)
+    text_encoder: str = "minilm"
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // self.autoencoder.downsampling_factor
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of to_dict; unknown keys are an error so a newer checkpoint is not silently misread."""
+        data = dict(data)
+        missing = [k for k in ("name", "image_size") if k not in data]
+        if missing:
+            raise ValueError(f"model config is missing the keys {missing}")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"model config has unknown keys {unknown}")
+        return cls(
+            name=data["name"],
+            image_size=int(data["image_size"]),
+            autoencoder=_build(AutoencoderConfig, data.get("autoencoder", {})),
+            unet=_build(UNetConfig, data.get("unet", {})),
+            noise=_build(NoiseScheduleConfig, data.get("noise", {})),
+            text_encoder=data.get("text_encoder", "minilm"),
+        )
+
+
+def _build(kind, values: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{kind.__name__} has no fields {unknown}; known: {sorted(names)}")
+    converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return kind(**converted)
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        name="tiny",
+        image_size=32,
+        autoencoder=AutoencoderConfig(
+            block_out_channels=(16, 32, 32),
+            layers_per_block=1,
+            num_vq_embeddings=64,
+            norm_num_groups=8,
+            mid_block_add_attention=False,
+        ),
+        unet=UNetConfig(
+            base_channels=16,
+            channel_mult=(1, 2),
+            layers_per_block=1,
+            attention_levels=(1,),
+            norm_num_groups=8,
+        ),
+    ),
+    "demo": ModelConfig(
+        name="demo",
+        image_size=128,
+        autoencoder=AutoencoderConfig(
+            block_out_channels=(32, 64, 128),
+            layers_per_block=1,
+            num_vq_embeddings=1024,
+            norm_num_groups=16,
+            mid_block_add_attention=False,
+        ),
+        unet=UNetConfig(
+            base_channels=32,
+            channel_mult=(1, 2, 4, 4),
+            layers_per_block=1,
+            attention_levels=(1, 2, 3),
+            norm_num_groups=32,
+        ),
+    ),
+    "pathldm": ModelConfig(name="pathldm", image_size=256, text_encoder="plip"),
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    """A named configuration; a ValueError lists the known names."""
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model config {name!r}; expected one of {', '.join(MODEL_CONFIGS)}") from None
