@@ -1,0 +1,25 @@
+"""App settings read from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """SURVEY_ONLY hosts the participant survey alone (nothing else reachable) on a public address."""
+
+    survey_only: bool
+    max_upload_mb: int
+
+
+def load_settings() -> AppSettings:
+    return AppSettings(
+        survey_only=_flag("RENAL_LDM_SURVEY_ONLY"),
+        max_upload_mb=int(os.environ.get("RENAL_LDM_MAX_UPLOAD_MB", "20")),
+    )
