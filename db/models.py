@@ -1,0 +1,234 @@
+"""The tables, as typed SQLAlchemy 2.x ORM classes.
+
+The schema itself only ever changes through Alembic migrations (db/migrations/versions); a test compares these
+classes with the migrations so a forgotten migration fails CI instead of losing survey answers on upgrade.
+Repository functions (db/repository) are the only code that touches these classes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names: Alembic needs names to alter or drop constraints later (SQLite batch mode too).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TRUTH_VALUES = ("real", "synthetic")
+SURVEY_STATUSES = ("draft", "open", "closed")
+MODEL_KINDS = ("demo", "user")
+EXPERIENCE_MIN, EXPERIENCE_MAX = 1, 5
+
+PATH_LEN = 500
+NAME_LEN = 200
+TOKEN_LEN = 64
+
+
+def utcnow() -> datetime:
+    """Timestamps are always timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that goes in and comes out as aware UTC on every backend (SQLite stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class ModelEntry(Base):
+    """A registered checkpoint directory the app may sample from."""
+
+    __tablename__ = "model_entries"
+    __table_args__ = (CheckConstraint(_in("kind", MODEL_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), default="user")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sample(Base):
+    """One generated image file under the data directory and how it was made."""
+
+    __tablename__ = "samples"
+    __table_args__ = (
+        CheckConstraint("steps > 0", name="steps_positive"),
+        CheckConstraint("size > 0", name="size_positive"),
+        Index("ix_samples_model_name_created_at", "model_name", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_path: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)
+    caption: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str] = mapped_column(String(NAME_LEN))
+    model_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    seed: Mapped[int] = mapped_column(BigInteger)
+    steps: Mapped[int] = mapped_column(Integer)
+    guidance: Mapped[float] = mapped_column(Float)
+    scheduler: Mapped[str] = mapped_column(String(32), default="ddim")
+    eta: Mapped[float] = mapped_column(Float, default=0.0)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    run_id: Mapped[str | None] = mapped_column(String(TOKEN_LEN), index=True)
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CaptionPreset(Base):
+    """A named caption (and the class levels it was composed from) a researcher reuses."""
+
+    __tablename__ = "caption_presets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    caption: Mapped[str] = mapped_column(Text)
+    levels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Survey(Base):
+    """A blind real-vs-synthetic quiz; participants reach it by its unguessable token."""
+
+    __tablename__ = "surveys"
+    __table_args__ = (CheckConstraint(_in("status", SURVEY_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
+    title: Mapped[str] = mapped_column(String(NAME_LEN))
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SurveyItem(Base):
+    """One image of a survey. Participants only ever see public_id and the image, never truth."""
+
+    __tablename__ = "survey_items"
+    __table_args__ = (
+        CheckConstraint(_in("truth", TRUTH_VALUES), name="truth"),
+        CheckConstraint("position >= 0", name="position_nonnegative"),
+        UniqueConstraint("survey_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    public_id: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
+    image_path: Mapped[str] = mapped_column(String(PATH_LEN))
+    truth: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class Participant(Base):
+    """One person taking a survey; resume_token lets them continue after a reload."""
+
+    __tablename__ = "participants"
+    __table_args__ = (
+        CheckConstraint(
+            f"experience IS NULL OR (experience >= {EXPERIENCE_MIN} AND experience <= {EXPERIENCE_MAX})",
+            name="experience_range",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    resume_token: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
+    experience: Mapped[int | None] = mapped_column(Integer)
+    # The per-participant random order of survey_items.id, drawn once at start ("order" is an SQL keyword).
+    item_order: Mapped[list[Any]] = mapped_column(JSON)
+    strategy: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class Answer(Base):
+    """A participant's verdict on one item; UNIQUE(participant, item) makes a retried submit harmless."""
+
+    __tablename__ = "answers"
+    __table_args__ = (
+        CheckConstraint(_in("answer", TRUTH_VALUES), name="answer"),
+        UniqueConstraint("participant_id", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("survey_items.id"), index=True)
+    answer: Mapped[str] = mapped_column(String(16))
+    answered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Slide(Base):
+    """A stitched synthetic whole slide (pyramidal TIFF under the data directory) annotators paint on."""
+
+    __tablename__ = "slides"
+    __table_args__ = (
+        CheckConstraint("width > 0 AND height > 0", name="size_positive"),
+        CheckConstraint("patch_size > 0", name="patch_size_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    path: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    patch_size: Mapped[int] = mapped_column(Integer)
+    caption: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SlideAnnotation(Base):
+    """A glomerulus mask painted on a slide (mask file under the data directory)."""
+
+    __tablename__ = "slide_annotations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id"), index=True)
+    mask_path: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)
+    author: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

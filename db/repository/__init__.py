@@ -1,0 +1,57 @@
+"""The functions pages call: each one short transaction, returning frozen dataclasses (never live ORM rows).
+
+Every function takes an optional keyword `url` (default: DATABASE_URL, else the SQLite file in the data
+directory). Errors a user can cause are ValueErrors naming the bad value (NotFoundError is one too).
+"""
+
+from types import ModuleType as _ModuleType
+
+from db.repository._common import NotFoundError
+from db.repository.models_registry import (
+    ModelEntry,
+    ModelPathError,
+    get_model,
+    list_models,
+    register_model,
+    remove_model,
+)
+from db.repository.participants import (
+    Participant,
+    PublicItem,
+    finish_participant,
+    get_participant,
+    next_unanswered_item,
+    record_answer,
+    set_experience,
+    set_strategy,
+    start_participant,
+)
+from db.repository.presets import Preset, delete_preset, get_preset, list_presets, save_preset
+from db.repository.samples import (
+    NewSample,
+    Sample,
+    add_sample,
+    add_samples,
+    count_samples,
+    delete_sample,
+    get_sample,
+    list_samples,
+    sample_model_names,
+)
+from db.repository.surveys import (
+    AnswerRecord,
+    ImportSummary,
+    Survey,
+    SurveyItem,
+    create_survey,
+    duplicate_survey,
+    get_survey,
+    get_survey_by_token,
+    import_responses,
+    list_surveys,
+    set_survey_status,
+    survey_answers,
+    survey_items_with_truth,
+)
+
+__all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))
