@@ -27,7 +27,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: install
-	$(PY) -m renal_ldm.cli db upgrade
+	$(PY) -m renal_ldm db upgrade
 	$(PY) -m streamlit run app/main.py --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false
 

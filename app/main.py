@@ -1,0 +1,32 @@
+"""Streamlit entry point: page config, shared resources opened once, and explicit page registration.
+
+Pages are grouped by who uses them. A participant who arrives with `?survey=<token>` (or any visitor when the
+app runs in survey-only mode) gets the survey page alone, with no navigation to the rest of the product.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ (not the repo root) on sys.path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import resources  # noqa: E402
+from app.pages_registry import participant_pages, role_pages  # noqa: E402
+from app.settings import load_settings  # noqa: E402
+
+st.set_page_config(page_title="renal-ldm", page_icon="🧫", layout="wide")
+
+resources.database()  # migrations applied once per process
+
+settings = load_settings()
+is_participant = settings.survey_only or bool(st.query_params.get("survey"))
+if is_participant:
+    navigation = st.navigation(participant_pages(), position="hidden")
+else:
+    navigation = st.navigation(role_pages())
+navigation.run()

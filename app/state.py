@@ -1,0 +1,5 @@
+"""Keys of st.session_state shared between pages, in one place."""
+
+CAPTION = "renal_ldm.caption"  # the caption composed on Compose, used by Generate
+CAPTION_SOURCE = "renal_ldm.caption_source"  # "composer", "preset" or "free text"
+REGENERATE = "renal_ldm.regenerate"  # a Library sample's parameters, to generate again with its seed
