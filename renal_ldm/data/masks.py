@@ -24,13 +24,21 @@ def read_mask_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"mask file not found: {path}")
     try:
         with Image.open(path) as img:
-            if img.mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            elif img.mode in ("1", "LA"):
-                img = img.convert("L")
-            return np.asarray(img)
+            return mask_pixels(img)
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not a readable image file ({exc})") from None
+
+
+def mask_pixels(img: Image.Image) -> np.ndarray:
+    """Pixels of an opened PIL mask (or a crop of one) in the form `to_label_mask` reads.
+
+    Shared by whole-file reads and region reads (tiling), so both interpret palettes and 1-bit images alike.
+    """
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("1", "LA"):
+        img = img.convert("L")
+    return np.asarray(img)
 
 
 def load_mask(
@@ -104,7 +112,15 @@ def _palette_to_labels(rgb: np.ndarray) -> np.ndarray:
         shown = ", ".join(str(c) for c in unknown[:8]) + (" ..." if len(unknown) > 8 else "")
         known = ", ".join(f"{c.id}={c.color}" for c in TISSUE_CLASSES)
         kind = "not a mask (looks like a photograph)" if len(unknown) > 64 else "unknown palette colours"
-        raise ValueError(f"{kind}: {len(unknown)} colours outside the class palette, e.g. {shown}; expected {known}")
+        hint = ""
+        if uniq.size <= 2:
+            hint = (
+                f"; with only {uniq.size} colour(s) this may be a binary mask: pass the class of its non-zero "
+                'pixels as binary_class / --binary-class NAME (e.g. --binary-class "Glomeruli")'
+            )
+        raise ValueError(
+            f"{kind}: {len(unknown)} colours outside the class palette, e.g. {shown}; expected {known}{hint}"
+        )
     return lut[inverse].reshape(rgb.shape[:2])
 
 
