@@ -1,0 +1,132 @@
+"""`renal-ldm train-vae` and `renal-ldm train`: the two training stages, thin wrappers over renal_ldm.training.
+
+Several GPUs: `accelerate launch -m renal_ldm.cli train ...` (same options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from renal_ldm.models.configs import MODEL_CONFIGS
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
+    return value
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None) -> None:
+    p.add_argument("--data", required=True, help="patch data set: a folder with images/ + masks/, or a JSONL manifest")
+    default_text = config_default or "the autoencoder checkpoint's"
+    p.add_argument("--config", default=config_default, choices=list(MODEL_CONFIGS),
+                   help=f"model configuration (default: {default_text})")
+    p.add_argument("--max-steps", type=_positive_int, help="optimizer steps in total")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per step and process (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the whole run: init, data order, noise (default 0)")
+    p.add_argument("--mixed-precision", default="no", metavar="no|bf16",
+                   help="no (fp32, default) or bf16 (CUDA only); fp16 is refused")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train-vae", help="train the VQ-f4 autoencoder (first stage)")
+    _add_data_arguments(p, "demo")
+    p.add_argument("--out", required=True, help="output checkpoint directory (autoencoder only)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--held-out", type=float, default=0.1,
+                   help="fraction of patches held out for the reconstruction PSNR (default 0.1)")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (default: only at the end)")
+    p.set_defaults(func=run_train_vae, max_steps_default=2000)
+
+    p = subparsers.add_parser("train", help="train the latent diffusion UNet (resumable)")
+    _add_data_arguments(p, None)
+    p.add_argument("--vae", help="autoencoder checkpoint from train-vae (optional with --resume)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory; the final model goes to RUN/model")
+    p.add_argument("--text-encoder", help="minilm (default for demo/tiny) or plip:PATH")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="write a resumable checkpoint every N steps")
+    p.add_argument("--ema", action="store_true", help="keep an EMA of the weights; RUN/model gets the EMA weights")
+    p.add_argument("--ema-decay", type=float, default=0.9999)
+    p.add_argument("--lr", type=float, default=2.5e-5, help="AdamW learning rate (default 2.5e-5)")
+    p.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default 1000)")
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="probability of training on \"\" (default 0.1)")
+    p.set_defaults(func=run_train, max_steps_default=10000)
+
+
+def _open_data(path: str):
+    from renal_ldm.data.patches import PatchDataset, data_fingerprint
+
+    # Flips happen in the training loop (its generator is checkpointed), so the data set's own are off.
+    dataset = PatchDataset(path, flips=False)
+    return dataset, data_fingerprint(dataset)
+
+
+def run_train_vae(args: argparse.Namespace) -> int:
+    from renal_ldm.data.patches import split_dataset
+    from renal_ldm.training import AutoencoderTrainSettings, check_mixed_precision, train_autoencoder
+
+    check_mixed_precision(args.mixed_precision)
+    dataset, fingerprint = _open_data(args.data)
+    if len(dataset) < 2:
+        raise ValueError(f"{args.data} holds {len(dataset)} patch; at least 2 are needed (one is held out)")
+    train_set, held_out = split_dataset(dataset, args.held_out, seed=args.seed)
+    if len(held_out) == 0:
+        raise ValueError(f"--held-out {args.held_out} leaves no patch to measure the reconstruction on")
+    settings = AutoencoderTrainSettings(
+        max_steps=args.max_steps or args.max_steps_default,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        mixed_precision=args.mixed_precision,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(f"train-vae: {len(train_set)} training and {len(held_out)} held-out patches from {args.data}",
+          file=sys.stderr)
+    result = train_autoencoder(train_set, held_out, args.out, config=args.config, settings=settings,
+                               data_fingerprint=fingerprint)
+    print(f"held-out PSNR: {result.psnr:.2f} dB")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from renal_ldm.training import LDMTrainSettings, TrainingDiverged, check_mixed_precision, train_ldm
+
+    check_mixed_precision(args.mixed_precision)
+    dataset, fingerprint = _open_data(args.data)
+    settings = LDMTrainSettings(
+        max_steps=args.max_steps or args.max_steps_default,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        caption_dropout=args.caption_dropout,
+        ema=args.ema,
+        ema_decay=args.ema_decay,
+        checkpoint_every=args.checkpoint_every,
+        mixed_precision=args.mixed_precision,
+        seed=args.seed,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+    )
+    try:
+        result = train_ldm(
+            dataset,
+            args.out,
+            vae=args.vae,
+            config=args.config,
+            text_encoder=args.text_encoder,
+            settings=settings,
+            resume=args.resume,
+            data_fingerprint=fingerprint,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except TrainingDiverged as exc:
+        print(f"renal-ldm train: {exc}", file=sys.stderr)
+        return 1
+    print(result.model_dir)
+    return 0

@@ -1,0 +1,372 @@
+"""Sampling a trained latent diffusion model: batched classifier-free guidance, per-image seeds, progress, cancel.
+
+    model = load_model("models/demo")
+    sampler = Sampler(model)                       # CUDA when present, else CPU
+    results = sampler.sample(SampleRequest(caption=GENERATING_CAPTION, n=4, seed=7))
+    write_samples(results, "out/")                 # PNG + JSON sidecar per image, manifest.csv
+
+Guarantees:
+- Image i of a request uses seed S + i through its own torch.Generator, for the initial latent and for the
+  DDIM eta > 0 noise, so any one image can be regenerated alone (n=1, seed=S+i) with the same pixels whatever
+  batch it was first drawn in. Seeds alone are not enough for identical pixels: CPU convolution and GEMM
+  kernels (oneDNN, MKL) pick their blocking by batch size, so a row computed in a batch of 1 differs from the
+  same row in a batch of 8 by ~1e-6, which flips a few 8-bit pixel values after 50 steps. Every UNet and
+  decoder call is therefore padded to a multiple of `batch_granule` rows (4; the padding rows are copies and
+  are dropped), a size class in which the x86 kernels give batch-independent results (tests/renal_ldm/
+  test_sample.py checks it). The cost is padding a lone image's 2 CFG rows to 4.
+- Conditional and unconditional branches run through the UNet as one batch per step:
+  eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs (g == 0: only the
+  unconditional half). The text embeddings are computed once per request.
+- The VQ decoder quantizes the latent before decoding, as the reference LDM did; [-1, 1] maps to uint8.
+- Everything runs under torch.inference_mode(); `progress(done, total)` is called after every denoising
+  step (monotonic over the whole request); `cancel` (a threading.Event) is checked before every step and
+  raises SamplingCancelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from renal_ldm import __version__
+from renal_ldm.models.build import SCHEDULERS, build_sampling_scheduler
+from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
+from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
+
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 1.5
+DEFAULT_SCHEDULER = "ddim"
+DEFAULT_BATCH_SIZE = 4
+MAX_STEPS = 1000
+MANIFEST_CSV = "manifest.csv"
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class SamplingCancelled(Exception):
+    """Raised by Sampler.sample when its cancel event was set; no partial results are returned."""
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """What to draw. size None means the size the model was trained at."""
+
+    caption: str
+    n: int = 1
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    scheduler: str = DEFAULT_SCHEDULER
+    eta: float = 0.0
+    size: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def validated(self, model: LatentDiffusionModel) -> SampleRequest:
+        """This request with size filled in; a ValueError names the first bad value and what was expected."""
+        if not isinstance(self.caption, str):
+            raise ValueError(f"caption must be a string; got {type(self.caption).__name__}")
+        if int(self.n) != self.n or self.n < 1:
+            raise ValueError(f"n (number of images) must be an integer >= 1; got {self.n}")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ValueError(f"batch size must be an integer >= 1; got {self.batch_size}")
+        if int(self.seed) != self.seed or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0; got {self.seed}")
+        if int(self.steps) != self.steps or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be an integer in 1..{MAX_STEPS}; got {self.steps}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise ValueError(f"guidance scale must be a finite number >= 0; got {self.guidance}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
+        if not math.isfinite(self.eta) or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1]; got {self.eta}")
+        if self.eta != 0 and self.scheduler != "ddim":
+            raise ValueError(f"eta applies to the ddim scheduler only; got eta={self.eta} with {self.scheduler!r}")
+        size = model.config.image_size if self.size is None else self.size
+        multiple = size_multiple(model)
+        if int(size) != size or size < multiple or size % multiple:
+            raise ValueError(
+                f"image size {size} is not a positive multiple of {multiple} (the autoencoder's factor "
+                f"{model.config.autoencoder.downsampling_factor} x 2^{len(model.config.unet.channel_mult) - 1} "
+                "UNet downsamplings)"
+            )
+        return SampleRequest(
+            caption=self.caption,
+            n=int(self.n),
+            seed=int(self.seed),
+            steps=int(self.steps),
+            guidance=float(self.guidance),
+            scheduler=self.scheduler,
+            eta=float(self.eta),
+            size=int(size),
+            batch_size=int(self.batch_size),
+        )
+
+
+@dataclass
+class SampleResult:
+    """One generated image with everything needed to regenerate it."""
+
+    image: Image.Image
+    array: np.ndarray  # (H, W, 3) uint8
+    seed: int
+    caption: str
+    index: int  # position in its request
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def size_multiple(model: LatentDiffusionModel) -> int:
+    """Image sizes must be multiples of this: VAE factor x 2 ** (UNet levels - 1)."""
+    return model.config.autoencoder.downsampling_factor * 2 ** (len(model.config.unet.channel_mult) - 1)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Sampler:
+    """Holds a loaded model on one device and draws images from it; one request at a time (thread-safe)."""
+
+    def __init__(
+        self,
+        model: LatentDiffusionModel,
+        device: str | torch.device | None = None,
+        *,
+        channels_last: bool = True,
+        batch_granule: int = 4,
+    ) -> None:
+        if model.unet is None:
+            raise ValueError(
+                f"{model.path or 'this model'} is an autoencoder-only checkpoint; sampling needs a latent diffusion "
+                "model written by `renal-ldm train`"
+            )
+        self.model = model
+        self.device = torch.device(device) if device is not None else default_device()
+        self.channels_last = channels_last
+        if batch_granule < 1:
+            raise ValueError(f"batch_granule must be >= 1; got {batch_granule}")
+        self.batch_granule = batch_granule
+        model.to(self.device)
+        model.unet.eval().requires_grad_(False)
+        model.vae.eval().requires_grad_(False)
+        if channels_last:
+            # Measured on the 2-core CPU (benchmarks/sampling_speed.py): oneDNN convolutions run faster in NHWC.
+            model.unet.to(memory_format=torch.channels_last)
+            model.vae.to(memory_format=torch.channels_last)
+        self.text_encoder = get_text_encoder(model.text_encoder, device=self.device)
+        if self.text_encoder.dim != model.context_dim:
+            raise ValueError(
+                f"text encoder {model.text_encoder!r} gives {self.text_encoder.dim}-d states but the UNet expects "
+                f"{model.context_dim}-d"
+            )
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str | torch.device | None = None, **kwargs) -> Sampler:
+        device = torch.device(device) if device is not None else default_device()
+        return cls(load_model(model_dir, device=device, require_unet=True), device=device, **kwargs)
+
+    def encode_captions(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, T, D) conditional and unconditional states; each caption encoded alone, as in training."""
+        cond = self.text_encoder.encode([caption]).to(self.device)
+        uncond = self.text_encoder.encode([UNCONDITIONAL_CAPTION]).to(self.device)
+        return cond, uncond
+
+    def sample(
+        self,
+        request: SampleRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[SampleResult]:
+        """Draw request.n images in batches of request.batch_size; see the module docstring for guarantees."""
+        request = request.validated(self.model)
+        with self._lock, torch.inference_mode():
+            cond, uncond = self.encode_captions(request.caption)
+            total = request.steps * math.ceil(request.n / request.batch_size)
+            done = 0
+            results: list[SampleResult] = []
+            for start in range(0, request.n, request.batch_size):
+                indices = list(range(start, min(start + request.batch_size, request.n)))
+
+                def step_done(_k: int, _done_before: int = done) -> None:
+                    if progress is not None:
+                        progress(_done_before + _k, total)
+
+                latents = self.denoise(request, indices, cond, uncond, step_done, cancel)
+                done += request.steps
+                arrays = self.decode(latents)
+                for i, array in zip(indices, arrays, strict=True):
+                    results.append(
+                        SampleResult(
+                            image=Image.fromarray(array, mode="RGB"),
+                            array=array,
+                            seed=request.seed + i,
+                            caption=request.caption,
+                            index=i,
+                            params=self._params(request, request.seed + i),
+                        )
+                    )
+            return results
+
+    def denoise(
+        self,
+        request: SampleRequest,
+        indices: list[int],
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        step_done: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """Final latents for the images `indices` of a validated request (call under inference_mode)."""
+        model = self.model
+        channels = model.config.autoencoder.latent_channels
+        side = request.size // model.config.autoencoder.downsampling_factor
+        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in indices]
+        # Each image's noise comes from its own generator, so it does not depend on the batch it is drawn in.
+        latents = torch.cat([torch.randn((1, channels, side, side), generator=g) for g in generators])
+        latents = latents.to(self.device)
+        scheduler = build_sampling_scheduler(request.scheduler, model.noise_scheduler.config)
+        scheduler.set_timesteps(request.steps, device=self.device)
+        latents = latents * scheduler.init_noise_sigma
+        b = len(indices)
+        g = request.guidance
+        if g == 1.0:
+            context = cond.expand(b, -1, -1)
+        elif g == 0.0:
+            context = uncond.expand(b, -1, -1)
+        else:
+            context = torch.cat([uncond.expand(b, -1, -1), cond.expand(b, -1, -1)])
+        step_kwargs: dict[str, Any] = {"generator": generators}
+        if request.scheduler == "ddim":
+            step_kwargs["eta"] = request.eta
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for k, t in enumerate(scheduler.timesteps, start=1):
+            if cancel is not None and cancel.is_set():
+                raise SamplingCancelled(f"sampling cancelled at step {k} of {request.steps}")
+            x = scheduler.scale_model_input(latents, t)
+            if g not in (0.0, 1.0):
+                x = torch.cat([x, x])
+            x = x.contiguous(memory_format=memory_format)
+            eps = self._padded(lambda rows, ctx: model.unet(rows, t, encoder_hidden_states=ctx).sample, x, context)
+            if g not in (0.0, 1.0):
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + g * (eps_c - eps_u)
+            latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+            if step_done is not None:
+                step_done(k)
+        return latents
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, H, W, 3) uint8 images; the VQ decoder quantizes first, as in the reference."""
+        vae = self.model.vae
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        z = (latents / self.model.config.autoencoder.scaling_factor).contiguous(memory_format=memory_format)
+        images = self._padded(lambda rows: vae.decode(rows).sample, z)
+        return to_uint8(images)
+
+    def _padded(self, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        """fn on inputs padded (with copies of the last row) to a multiple of batch_granule rows; pads dropped."""
+        rows = inputs[0].shape[0]
+        pad = -rows % self.batch_granule
+        if pad:
+            inputs = tuple(torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) for x in inputs)
+            if self.channels_last and inputs[0].ndim == 4:
+                inputs = (inputs[0].contiguous(memory_format=torch.channels_last), *inputs[1:])
+        return fn(*inputs)[:rows]
+
+    def _params(self, request: SampleRequest, seed: int) -> dict[str, Any]:
+        return {
+            "caption": request.caption,
+            "seed": seed,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "scheduler": request.scheduler,
+            "eta": request.eta,
+            "size": request.size,
+            "model": str(self.model.path) if self.model.path is not None else None,
+            "model_fingerprint": self.model.fingerprint,
+            "text_encoder": self.model.text_encoder,
+            "renal_ldm_version": __version__,
+        }
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (rounded, clipped)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def write_samples(results: list[SampleResult], out_dir: str | Path) -> list[Path]:
+    """PNG + JSON sidecar per result and rows appended to manifest.csv; existing files are never overwritten."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / MANIFEST_CSV
+    new_manifest = not manifest.exists()
+    next_id = _next_sample_id(out_dir)
+    written: list[Path] = []
+    rows = []
+    for offset, result in enumerate(results):
+        stem = f"sample_{next_id + offset:05d}_seed{result.seed}"
+        png = out_dir / f"{stem}.png"
+        tmp = out_dir / f".{stem}.png.tmp"
+        result.image.save(tmp, format="PNG")
+        os.replace(tmp, png)
+        sidecar = {
+            **result.params,
+            "image": png.name,
+            "index": result.index,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        (out_dir / f"{stem}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        rows.append({"image": png.name, "caption": result.caption, "seed": result.seed})
+        written.append(png)
+    with manifest.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "caption", "seed"])
+        if new_manifest:
+            writer.writeheader()
+        writer.writerows(rows)
+    return written
+
+
+def _next_sample_id(out_dir: Path) -> int:
+    ids = []
+    for path in out_dir.glob("sample_*.png"):
+        parts = path.stem.split("_")
+        if len(parts) >= 2 and parts[1].isdigit():
+            ids.append(int(parts[1]))
+    return max(ids) + 1 if ids else 0
+
+
+def read_manifest_csv(out_dir: str | Path) -> list[dict[str, str]]:
+    with (Path(out_dir) / MANIFEST_CSV).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """The --model directory, or the shipped demo model; a clear error when neither exists."""
+    from renal_ldm.paths import DEMO_MODEL_DIR
+
+    if model is not None:
+        return Path(model).expanduser()
+    if (DEMO_MODEL_DIR / "renal_ldm.json").is_file():
+        return DEMO_MODEL_DIR
+    raise FileNotFoundError(
+        f"no --model given and the shipped demo model is missing at {DEMO_MODEL_DIR}; train one with "
+        "`renal-ldm train-vae --data DIR --out VAE` then `renal-ldm train --data DIR --vae VAE --out RUN`, "
+        "and pass --model RUN/model"
+    )
+
+
+def request_params(request: SampleRequest) -> dict[str, Any]:
+    return asdict(request)

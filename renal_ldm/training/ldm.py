@@ -1,0 +1,442 @@
+"""Latent diffusion training: frozen VQ autoencoder and text encoder, a UNet learning epsilon, resumable.
+
+Method (reference study, ARCHITECTURE.md): AdamW lr 2.5e-5 with 1000 linear warm-up steps, epsilon MSE with
+t uniform over the 1000 training steps, captions dropped to "" with p = 0.1 (so the unconditional branch
+that sampling uses is trained), random horizontal / vertical flips, gradient norm clipped to 1.0, fp32 (fp16
+is refused, bf16 is opt-in on CUDA), optional EMA of the weights. Everything goes through accelerate's
+Accelerator, so `accelerate launch -m renal_ldm.cli train ...` trains on several GPUs unchanged.
+
+Run directory:
+
+    RUN/
+      run.json            settings of the run (checked on --resume)
+      metrics.jsonl       one line per step: step, loss, lr, samples_per_s
+      checkpoint/         the latest resumable state, replaced atomically every --checkpoint-every steps
+        model/            a checkpoint directory (load_model works on it) with the raw (non-EMA) weights
+        training_state.pt optimizer, LR schedule, step, samples consumed, EMA
+        rng_state_<rank>.pt  python, numpy, torch(+CUDA) and the loop's generator state, per process
+      model/              the final model (EMA weights when --ema), written when the run finishes
+
+A resumed run gives the same per-step losses as an uninterrupted one with the same seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from renal_ldm.models.build import build_noise_scheduler, build_unet
+from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
+from renal_ldm.models.configs import ModelConfig, get_config
+from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
+from renal_ldm.training.common import (
+    MetricsLog,
+    SeededItems,
+    StreamSampler,
+    TrainingDiverged,
+    capture_rng_state,
+    check_image_size,
+    check_mixed_precision,
+    collate,
+    derive_seed,
+    first_image_size,
+    random_flips,
+    read_jsonl,
+    recover_dir,
+    replace_dir,
+    restore_rng_state,
+    write_json,
+)
+
+CHECKPOINT = "checkpoint"
+FINAL_MODEL = "model"
+RUN_JSON = "run.json"
+METRICS = "metrics.jsonl"
+TRAINING_STATE = "training_state.pt"
+# Settings that must not change when a run is resumed (the losses would no longer match the first run).
+RESUME_KEYS = ("config", "text_encoder", "seed", "batch_size", "data_fingerprint", "vae_fingerprint",
+               "caption_dropout", "flip", "warmup_steps", "lr", "num_processes", "ema")
+
+
+@dataclass(frozen=True)
+class LDMTrainSettings:
+    max_steps: int = 10000
+    batch_size: int = 8
+    lr: float = 2.5e-5
+    warmup_steps: int = 1000
+    weight_decay: float = 0.01  # torch AdamW's default, as the reference used it
+    caption_dropout: float = 0.1
+    grad_clip: float = 1.0
+    flip: bool = True
+    ema: bool = False
+    ema_decay: float = 0.9999
+    checkpoint_every: int = 500
+    mixed_precision: str = "no"
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass
+class LDMTrainResult:
+    run_dir: Path
+    model_dir: Path
+    step: int
+    resumed_from: int
+    losses: list[float]  # the steps run in this call
+
+
+def diffusion_loss(unet, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """Epsilon-prediction MSE (a module-level function so tests can inject a NaN)."""
+    pred = unet(noisy, timesteps, encoder_hidden_states=context).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def encode_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
+    """(B, T, D): each caption encoded alone (cached), so its states never depend on the batch it came in."""
+    return torch.cat([encoder.encode([c]) for c in captions])
+
+
+def _load_vae(vae: str | Path | LatentDiffusionModel) -> LatentDiffusionModel:
+    if isinstance(vae, LatentDiffusionModel):
+        return vae
+    return load_model(vae, require_unet=False)
+
+
+def _compatible_config(config: ModelConfig, vae_model: LatentDiffusionModel) -> ModelConfig:
+    if config.autoencoder != vae_model.config.autoencoder:
+        mine, theirs = dataclasses.asdict(config.autoencoder), dataclasses.asdict(vae_model.config.autoencoder)
+        diff = ", ".join(f"{k}: config {mine[k]} vs autoencoder {theirs[k]}" for k in mine if mine[k] != theirs[k])
+        raise ValueError(
+            f"the autoencoder in {vae_model.path} does not match model config {config.name!r} ({diff}); "
+            "train the autoencoder with the same --config"
+        )
+    return config
+
+
+def _run_settings(config: ModelConfig, encoder_spec: str, context_dim: int, settings: LDMTrainSettings,
+                  data_fingerprint: str | None, vae_model: LatentDiffusionModel, num_processes: int) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "text_encoder": encoder_spec,
+        "context_dim": context_dim,
+        "seed": settings.seed,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "warmup_steps": settings.warmup_steps,
+        "caption_dropout": settings.caption_dropout,
+        "flip": settings.flip,
+        "ema": settings.ema,
+        "data_fingerprint": data_fingerprint,
+        "vae": str(vae_model.path) if vae_model.path else None,
+        "vae_fingerprint": vae_model.fingerprint,
+        "num_processes": num_processes,
+        "settings": dataclasses.asdict(settings),
+    }
+
+
+def train_ldm(
+    dataset: Dataset,
+    run_dir: str | Path,
+    *,
+    vae: str | Path | LatentDiffusionModel | None = None,
+    config: ModelConfig | str | None = None,
+    text_encoder: str | None = None,
+    settings: LDMTrainSettings | None = None,
+    resume: bool = False,
+    data_fingerprint: str | None = None,
+    log: Callable[[str], None] = print,
+) -> LDMTrainResult:
+    """Train (or with resume=True continue) the LDM of run_dir up to settings.max_steps in total.
+
+    dataset: any torch Dataset of dict(image=float32 (3, H, W) in [-1, 1], caption=str).
+    vae: an autoencoder (or LDM) checkpoint directory or a loaded model; on resume it may be omitted.
+    config: named config or ModelConfig whose autoencoder must equal the VAE's (default: the VAE's config).
+    text_encoder: "minilm" or "plip:PATH" (default: the config's).
+    """
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
+    settings = settings or LDMTrainSettings()
+    run_dir = Path(run_dir)
+    _check_settings(settings)
+    mixed_precision = check_mixed_precision(settings.mixed_precision)
+    checkpoint_dir = run_dir / CHECKPOINT
+    recover_dir(checkpoint_dir)
+    has_checkpoint = (checkpoint_dir / TRAINING_STATE).is_file()
+    if has_checkpoint and not resume:
+        step_done = torch.load(checkpoint_dir / TRAINING_STATE, weights_only=True)["step"]
+        raise FileExistsError(
+            f"{run_dir} already holds a training run (checkpoint at step {step_done}); pass --resume to continue "
+            "it, or choose another --out (nothing was changed)"
+        )
+    if resume and not has_checkpoint:
+        log(f"no checkpoint in {run_dir}; starting a new run")
+
+    if has_checkpoint:
+        resumed = load_model(checkpoint_dir / FINAL_MODEL, require_unet=True)
+        vae_model = resumed
+        if vae is not None:
+            given = _load_vae(vae)
+            if given.fingerprint != resumed.extra.get("vae_fingerprint"):
+                raise ValueError(
+                    f"--vae {given.path} is not the autoencoder this run was started with "
+                    f"({resumed.extra.get('vae')}); omit --vae to resume with the run's own copy"
+                )
+        vae_fingerprint = resumed.extra.get("vae_fingerprint")
+        vae_path = resumed.extra.get("vae")
+    else:
+        if vae is None:
+            raise ValueError("training a new run needs an autoencoder: pass --vae DIR (written by `renal-ldm train-vae`)")
+        vae_model = _load_vae(vae)
+        resumed = None
+        vae_fingerprint = vae_model.fingerprint
+        vae_path = str(vae_model.path) if vae_model.path else None
+
+    if config is None:
+        config = resumed.config if resumed is not None else vae_model.config
+    config = get_config(config) if isinstance(config, str) else config
+    spec = text_encoder or (resumed.text_encoder if resumed is not None else config.text_encoder)
+    size = first_image_size(dataset)
+    check_image_size(size, config.autoencoder.downsampling_factor * 2 ** (len(config.unet.channel_mult) - 1),
+                      "LDM training")
+    config = dataclasses.replace(config, image_size=size, text_encoder=spec)
+    _compatible_config(config, vae_model)
+
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    main = accelerator.is_main_process
+    device = accelerator.device
+    encoder = get_text_encoder(spec, device="cpu")
+    context_dim = encoder.dim
+
+    run = _run_settings(config, spec, context_dim, settings, data_fingerprint, vae_model, accelerator.num_processes)
+    run["vae"], run["vae_fingerprint"] = vae_path, vae_fingerprint
+    if has_checkpoint:
+        _check_resume(run_dir, run)
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / RUN_JSON, run)
+
+    # Modules ------------------------------------------------------------------------------------------------
+    torch.manual_seed(settings.seed)
+    if resumed is not None:
+        unet = resumed.unet.train()
+    else:
+        unet = build_unet(config, context_dim)
+    unet.requires_grad_(True)
+    vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
+    noise_scheduler = build_noise_scheduler(config)
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+    num_train_timesteps = config.noise.num_train_timesteps
+
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # accelerate steps a prepared scheduler once per process per optimizer step, hence the factor.
+    lr_scheduler = get_scheduler(
+        "constant_with_warmup", optimizer, num_warmup_steps=settings.warmup_steps * accelerator.num_processes
+    )
+    ema = None
+    if settings.ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(unet.parameters(), decay=settings.ema_decay)
+
+    start_step, consumed = 0, 0
+    generator = torch.Generator().manual_seed(derive_seed(settings.seed, accelerator.process_index, 0x1D))
+    if has_checkpoint:
+        state = torch.load(checkpoint_dir / TRAINING_STATE, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+        start_step, consumed = int(state["step"]), int(state["consumed"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        rng_path = checkpoint_dir / f"rng_state_{accelerator.process_index}.pt"
+        restore_rng_state(torch.load(rng_path, weights_only=True), generator)
+
+    sampler = StreamSampler(len(dataset), settings.seed, start=consumed)  # type: ignore[arg-type]
+    loader = DataLoader(
+        SeededItems(dataset, settings.seed),
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=settings.num_workers,
+        drop_last=True,
+    )
+    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    if ema is not None:
+        ema.to(device)
+
+    metrics = MetricsLog(run_dir / METRICS, enabled=main)
+    if main:
+        if has_checkpoint:
+            metrics.truncate_after(start_step)  # steps after the checkpoint are run again
+        else:
+            metrics.reset()
+
+    def save_checkpoint(step: int) -> None:
+        accelerator.wait_for_everyone()
+        partial = run_dir / f".{CHECKPOINT}.partial"
+        if main:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        if main:
+            _save_ldm(partial / FINAL_MODEL, accelerator.unwrap_model(unet), vae_module, config, spec, context_dim,
+                      data_fingerprint, noise_scheduler,
+                      extra={"step": step, "ema": False, "vae": vae_path, "vae_fingerprint": vae_fingerprint})
+            torch.save(
+                {
+                    "step": step,
+                    "consumed": step * settings.batch_size * accelerator.num_processes,
+                    "optimizer": optimizer.state_dict(),
+                    "lr_scheduler": lr_scheduler.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                },
+                partial / TRAINING_STATE,
+            )
+        torch.save(capture_rng_state(generator), partial / f"rng_state_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if main:
+            replace_dir(partial, checkpoint_dir)
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=settings.max_steps, initial=start_step, desc="train", unit="step",
+               disable=not (main and settings.progress))
+    losses: list[float] = []
+    step = start_step
+    last_saved = start_step if has_checkpoint else None
+    data = iter(loader)
+    try:
+        while step < settings.max_steps:
+            t0 = time.perf_counter()
+            batch = next(data)
+            images = batch["image"].to(device)
+            captions = list(batch["caption"])
+            b = images.shape[0]
+            if settings.flip:
+                images = random_flips(images, generator)
+            drop = torch.rand(b, generator=generator) < settings.caption_dropout
+            captions = [UNCONDITIONAL_CAPTION if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+            context = encode_captions(encoder, captions).to(device)
+            with torch.no_grad():
+                latents = vae_module.encode(images).latents * config.autoencoder.scaling_factor
+            noise = torch.randn(latents.shape, generator=generator).to(device)
+            timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
+            a = alphas_cumprod[timesteps].view(b, 1, 1, 1)
+            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            with accelerator.autocast():
+                loss = diffusion_loss(unet, noisy, timesteps, context, noise)
+            loss_value = float(accelerator.reduce(loss.detach().float(), "mean"))
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(_diverged_message("loss", loss_value, step + 1, run_dir, last_saved))
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(unet.parameters(), settings.grad_clip)
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                raise TrainingDiverged(_diverged_message("gradient norm", float(grad_norm), step + 1, run_dir,
+                                                         last_saved))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(unet).parameters())
+            step += 1
+            dt = time.perf_counter() - t0
+            sps = b * accelerator.num_processes / dt
+            losses.append(loss_value)
+            metrics.write({"step": step, "loss": loss_value, "lr": lr, "samples_per_s": sps})
+            bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.1f}")
+            bar.update(1)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < settings.max_steps:
+                save_checkpoint(step)
+                last_saved = step
+    finally:
+        bar.close()
+        metrics.close()
+
+    if last_saved != step:
+        save_checkpoint(step)
+    model_dir = run_dir / FINAL_MODEL
+    if main:
+        final_unet = accelerator.unwrap_model(unet)
+        if ema is not None:
+            final_unet = build_unet(config, context_dim)
+            final_unet.load_state_dict(accelerator.unwrap_model(unet).state_dict())
+            ema.copy_to(final_unet.parameters())
+        history = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).exists() else []
+        _save_ldm(model_dir, final_unet, vae_module, config, spec, context_dim, data_fingerprint, noise_scheduler,
+                  extra={"step": step, "ema": settings.ema, "vae": vae_path, "vae_fingerprint": vae_fingerprint,
+                         "final_loss": history[-1]["loss"] if history else None,
+                         "settings": dataclasses.asdict(settings)})
+        log(f"trained to step {step}; model written to {model_dir}")
+    accelerator.wait_for_everyone()
+    return LDMTrainResult(run_dir=run_dir, model_dir=model_dir, step=step, resumed_from=start_step, losses=losses)
+
+
+def _save_ldm(path: Path, unet, vae, config: ModelConfig, spec: str, context_dim: int, data_fingerprint,
+              noise_scheduler, extra: dict[str, Any]) -> None:
+    model = LatentDiffusionModel(
+        config=config,
+        vae=vae,
+        unet=unet,
+        noise_scheduler=noise_scheduler,
+        text_encoder=spec,
+        context_dim=context_dim,
+        data_fingerprint=data_fingerprint,
+    )
+    save_model(path, model, extra=extra)
+
+
+def _diverged_message(what: str, value: float, step: int, run_dir: Path, last_saved: int | None) -> str:
+    kept = (
+        f"the last good checkpoint ({run_dir / CHECKPOINT}, step {last_saved}) is intact; resume from it with "
+        "--resume, e.g. with a lower --lr"
+        if last_saved is not None
+        else "no checkpoint had been written yet"
+    )
+    return f"training stopped: the {what} became {value} at step {step}; {kept}"
+
+
+def _check_settings(settings: LDMTrainSettings) -> None:
+    if settings.max_steps < 1:
+        raise ValueError(f"max steps must be >= 1; got {settings.max_steps}")
+    if settings.batch_size < 1:
+        raise ValueError(f"batch size must be >= 1; got {settings.batch_size}")
+    if settings.checkpoint_every < 0:
+        raise ValueError(f"checkpoint-every must be >= 0 (0: only at the end); got {settings.checkpoint_every}")
+    if not 0.0 <= settings.caption_dropout <= 1.0:
+        raise ValueError(f"caption dropout must be in [0, 1]; got {settings.caption_dropout}")
+    if not settings.lr > 0:
+        raise ValueError(f"learning rate must be > 0; got {settings.lr}")
+    if settings.warmup_steps < 0:
+        raise ValueError(f"warm-up steps must be >= 0; got {settings.warmup_steps}")
+
+
+def _check_resume(run_dir: Path, run: dict[str, Any]) -> None:
+    path = run_dir / RUN_JSON
+    if not path.is_file():
+        return
+    import json
+
+    saved = json.loads(path.read_text())
+    # JSON turns tuples into lists; compare through a JSON round trip.
+    now = json.loads(json.dumps(run, default=str))
+    diffs = [k for k in RESUME_KEYS if k in saved and saved.get(k) != now.get(k)]
+    if diffs:
+        detail = "; ".join(f"{k}: run {saved.get(k)!r} vs now {now.get(k)!r}" for k in diffs if k != "config")
+        if "config" in diffs:
+            detail = "model config differs" + (f"; {detail}" if detail else "")
+        raise ValueError(
+            f"cannot resume {run_dir}: {detail}. Resume with the run's original settings, or start a new --out"
+        )

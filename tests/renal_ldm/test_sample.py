@@ -1,0 +1,239 @@
+"""Sampling: seeds, batch independence, fused CFG, save/load, captions from levels, sizes, cancel, bad input."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from renal_ldm.captions import GENERATING_CAPTION, levels_to_caption, parse_levels_spec
+from renal_ldm.cli import main as cli_main
+from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
+from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
+from renal_ldm.models.configs import get_config
+from renal_ldm.sample import (
+    Sampler,
+    SampleRequest,
+    SamplingCancelled,
+    read_manifest_csv,
+    resolve_model_dir,
+    write_samples,
+)
+from renal_ldm.text import get_text_encoder
+
+STEPS = 4
+
+
+def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Random weights with some spread everywhere, so outputs depend on every input (diffusers zero-inits)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    config = get_config("tiny")
+    encoder = get_text_encoder("minilm")
+    torch.manual_seed(0)
+    model = LatentDiffusionModel(
+        config=config,
+        vae=_randomised(build_vae(config), 1),
+        unet=_randomised(build_unet(config, encoder.dim), 2),
+        noise_scheduler=build_noise_scheduler(config),
+        text_encoder="minilm",
+        context_dim=encoder.dim,
+        data_fingerprint="test",
+    )
+    return save_model(tmp_path_factory.mktemp("models") / "tiny", model)
+
+
+@pytest.fixture(scope="module")
+def sampler(tiny_model_dir):
+    return Sampler(load_model(tiny_model_dir), device="cpu")
+
+
+def _request(**kw) -> SampleRequest:
+    base = dict(caption=GENERATING_CAPTION, n=2, seed=3, steps=STEPS, batch_size=2)
+    base.update(kw)
+    return SampleRequest(**base)
+
+
+def test_same_seed_same_images_and_different_seeds_differ(sampler):
+    a = sampler.sample(_request())
+    b = sampler.sample(_request())
+    c = sampler.sample(_request(seed=100))
+    assert [r.seed for r in a] == [3, 4]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.array, y.array)
+    assert not np.array_equal(a[0].array, a[1].array)
+    assert not np.array_equal(a[0].array, c[0].array)
+    assert a[0].array.dtype == np.uint8 and a[0].array.shape == (32, 32, 3)
+    assert a[0].image.size == (32, 32)
+
+
+@pytest.mark.parametrize("scheduler,eta", [("ddim", 0.0), ("ddim", 0.7), ("dpmpp", 0.0)])
+def test_image_regenerated_alone_equals_its_batch_version(sampler, scheduler, eta):
+    batch = sampler.sample(_request(n=5, batch_size=4, scheduler=scheduler, eta=eta))
+    for i in (0, 2, 4):
+        alone = sampler.sample(_request(n=1, seed=3 + i, scheduler=scheduler, eta=eta))[0]
+        assert alone.seed == batch[i].seed
+        np.testing.assert_array_equal(alone.array, batch[i].array)
+
+
+def test_eta_noise_changes_the_images(sampler):
+    a = sampler.sample(_request(n=1))[0]
+    b = sampler.sample(_request(n=1, eta=1.0))[0]
+    assert not np.array_equal(a.array, b.array)
+
+
+def test_batched_cfg_equals_two_separate_passes(sampler):
+    request = _request(n=3, batch_size=3, guidance=2.5).validated(sampler.model)
+    cond, uncond = sampler.encode_captions(request.caption)
+    with torch.inference_mode():
+        fused = sampler.denoise(request, [0, 1, 2], cond, uncond)
+    # Reference: the same loop with the conditional and unconditional passes as two UNet calls.
+    from renal_ldm.models.build import build_sampling_scheduler
+
+    unet, g = sampler.model.unet, request.guidance
+    gens = [torch.Generator().manual_seed(request.seed + i) for i in range(3)]
+    latents = torch.cat([torch.randn((1, 3, 8, 8), generator=x) for x in gens])
+    sched = build_sampling_scheduler("ddim", sampler.model.noise_scheduler.config)
+    sched.set_timesteps(request.steps)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            eps_c = unet(latents, t, encoder_hidden_states=cond.expand(3, -1, -1)).sample
+            eps_u = unet(latents, t, encoder_hidden_states=uncond.expand(3, -1, -1)).sample
+            latents = sched.step(eps_u + g * (eps_c - eps_u), t, latents, eta=0.0).prev_sample
+    scale = max(1.0, latents.abs().max().item())  # random weights give latents of order 10
+    assert (fused - latents).abs().max().item() < 1e-5 * scale
+
+
+def test_guidance_one_runs_only_the_conditional_half(sampler):
+    calls = []
+    handle = sampler.model.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        sampler.sample(_request(n=4, batch_size=4, guidance=1.0))
+        assert calls == [4] * STEPS
+        calls.clear()
+        sampler.sample(_request(n=4, batch_size=4, guidance=1.5))
+        assert calls == [8] * STEPS  # one fused call per step
+    finally:
+        handle.remove()
+
+
+def test_save_load_gives_identical_samples(sampler, tiny_model_dir, tmp_path):
+    again = save_model(tmp_path / "copy", load_model(tiny_model_dir))
+    other = Sampler(load_model(again), device="cpu")
+    for x, y in zip(sampler.sample(_request()), other.sample(_request()), strict=True):
+        np.testing.assert_array_equal(x.array, y.array)
+
+
+def test_double_size_from_a_model_trained_smaller(sampler):
+    result = sampler.sample(_request(n=1, size=64))[0]
+    assert result.array.shape == (64, 64, 3)
+    assert result.params["size"] == 64
+
+
+def test_cancel_raises_promptly_and_progress_is_monotonic(sampler):
+    cancel = threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 2:
+            cancel.set()
+
+    with pytest.raises(SamplingCancelled):
+        sampler.sample(_request(n=4, batch_size=2, steps=10), progress=progress, cancel=cancel)
+    assert seen == [(1, 20), (2, 20)]  # stopped at the next step check
+
+    seen.clear()
+    sampler.sample(_request(n=3, batch_size=2), progress=lambda d, t: seen.append((d, t)))
+    assert [d for d, _ in seen] == list(range(1, 2 * STEPS + 1))
+    assert {t for _, t in seen} == {2 * STEPS}
+
+
+def test_write_samples_sidecars_and_manifest(sampler, tiny_model_dir, tmp_path):
+    results = sampler.sample(_request())
+    paths = write_samples(results, tmp_path)
+    more = write_samples(results[:1], tmp_path)  # appends, never overwrites
+    assert len({p.name for p in paths + more}) == 3
+    side = json.loads(paths[1].with_suffix(".json").read_text())
+    assert side["seed"] == 4 and side["caption"] == GENERATING_CAPTION and side["steps"] == STEPS
+    assert side["scheduler"] == "ddim" and side["guidance"] == 1.5 and side["eta"] == 0.0 and side["size"] == 32
+    assert side["model"] == str(tiny_model_dir) and side["model_fingerprint"]
+    assert "renal_ldm_version" in side
+    rows = read_manifest_csv(tmp_path)
+    assert [r["seed"] for r in rows] == ["3", "4", "3"]
+    assert rows[0]["caption"] == GENERATING_CAPTION
+
+
+def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli_main(["sample", "--model", str(tiny_model_dir), "--levels", "glomeruli=high,Tubuli=medium",
+                     "--n", "2", "--steps", "2", "--seed", "5", "--out", str(out), "--no-progress"])
+    assert code == 0
+    expected = levels_to_caption(parse_levels_spec("Glomeruli=high,Tubuli=medium"))
+    assert expected == GENERATING_CAPTION
+    rows = read_manifest_csv(out)
+    assert [r["caption"] for r in rows] == [expected, expected]
+    assert [r["seed"] for r in rows] == ["5", "6"]
+    side = json.loads((out / rows[0]["image"]).with_suffix(".json").read_text())
+    assert side["caption"] == expected and side["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--caption", "x", "--levels", "Glomeruli=high"], "not allowed with"),
+        (["--levels", "Glomerulus=high"], "Glomerulus"),
+        (["--levels", "Glomeruli=huge"], "huge"),
+        (["--size", "36"], "multiple of 8"),
+        (["--n", "0"], "n (number of images) must be an integer >= 1"),
+        (["--scheduler", "euler"], "unknown scheduler 'euler'"),
+        (["--guidance", "-1"], "guidance scale must be"),
+        (["--steps", "0"], "steps must be"),
+        (["--scheduler", "dpmpp", "--eta", "0.5"], "eta applies to the ddim scheduler only"),
+    ],
+)
+def test_cli_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) if "not allowed" in message else _no_raise():
+        code = cli_main(["sample", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), *args])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_model_dir(tmp_path, capsys):
+    assert cli_main(["sample", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
+
+
+def test_missing_demo_model_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setattr("renal_ldm.paths.DEMO_MODEL_DIR", tmp_path / "models" / "demo")
+    with pytest.raises(FileNotFoundError, match="demo model is missing.*renal-ldm train"):
+        resolve_model_dir(None)
+
+
+def test_autoencoder_only_checkpoint_is_refused(tiny_model_dir, tmp_path):
+    ae = load_model(tiny_model_dir)
+    ae.unet = None
+    save_model(tmp_path / "ae", ae)
+    with pytest.raises(ValueError, match="no denoising UNet"):
+        Sampler.from_dir(tmp_path / "ae", device="cpu")
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
