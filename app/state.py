@@ -3,3 +3,4 @@
 CAPTION = "renal_ldm.caption"  # the caption composed on Compose, used by Generate
 CAPTION_SOURCE = "renal_ldm.caption_source"  # "composer", "preset" or "free text"
 REGENERATE = "renal_ldm.regenerate"  # a Library sample's parameters, to generate again with its seed
+JOBS = "renal_ldm.jobs"  # this browser session's generation job ids, newest first

@@ -1,0 +1,87 @@
+"""Downloads built in memory: one PNG, or a ZIP of PNGs with their JSON sidecars and a CSV index."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from db.repository import Sample
+
+INDEX_FIELDS = ("file", "id", "seed", "steps", "guidance", "scheduler", "eta", "size", "model", "caption")
+
+
+def _home(home: str | Path | None) -> Path:
+    if home is not None:
+        return Path(home)
+    from renal_ldm.paths import data_home
+
+    return data_home()
+
+
+def data_file(relative_path: str, home: str | Path | None = None) -> Path:
+    """The absolute path of a file the database records relative to the data directory."""
+    return _home(home) / relative_path
+
+
+def sample_file(sample: Sample, home: str | Path | None = None) -> Path:
+    """The absolute path of a sample's PNG."""
+    return data_file(sample.image_path, home)
+
+
+def png_bytes(sample: Sample, home: str | Path | None = None) -> bytes:
+    return sample_file(sample, home).read_bytes()
+
+
+def png_name(sample: Sample) -> str:
+    """The download name: the product's file name (run folder as prefix keeps names unique across runs)."""
+    path = Path(sample.image_path)
+    return f"{sample.run_id}_{path.name}" if sample.run_id else path.name
+
+
+def zip_name(samples: list[Sample]) -> str:
+    runs = {s.run_id for s in samples if s.run_id}
+    return f"renal-ldm_{runs.pop()}.zip" if len(runs) == 1 else "renal-ldm_samples.zip"
+
+
+def zip_samples(samples: Iterable[Sample], home: str | Path | None = None) -> bytes:
+    """A ZIP of each sample's PNG and JSON sidecar (the stored parameters when the sidecar file is gone),
+    in folders per run, plus samples.csv listing them all. Samples whose PNG is missing are listed, not packed."""
+    home = _home(home)
+    buffer = io.BytesIO()
+    index = io.StringIO()
+    writer = csv.DictWriter(index, fieldnames=INDEX_FIELDS)
+    writer.writeheader()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for sample in samples:
+            png = sample_file(sample, home)
+            folder = sample.run_id or "samples"
+            arc_png = f"{folder}/{png.name}"
+            if png.is_file():
+                archive.write(png, arc_png)
+                sidecar = png.with_suffix(".json")
+                if sidecar.is_file():
+                    archive.write(sidecar, f"{folder}/{sidecar.name}")
+                else:
+                    archive.writestr(f"{folder}/{sidecar.name}", json.dumps(sample.extra or {}, indent=2) + "\n")
+            else:
+                arc_png = f"(missing) {sample.image_path}"
+            writer.writerow(
+                {
+                    "file": arc_png,
+                    "id": sample.id,
+                    "seed": sample.seed,
+                    "steps": sample.steps,
+                    "guidance": sample.guidance,
+                    "scheduler": sample.scheduler,
+                    "eta": sample.eta,
+                    "size": sample.size,
+                    "model": sample.model_name,
+                    "caption": sample.caption,
+                }
+            )
+        archive.writestr("samples.csv", index.getvalue())
+    return buffer.getvalue()

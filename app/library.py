@@ -1,0 +1,97 @@
+"""Library logic for the Library and Generate pages: filters, pages, details, regenerate, delete with files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.downloads import data_file
+from db import repository as repo
+from db.repository import Sample
+from db.repository.samples import MAX_PAGE
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 12
+
+
+def date_bounds(dates: Sequence[dt.date] | dt.date | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """(since, until) in UTC for a date-range widget value: whole days, both ends included.
+
+    One date picked (the range half chosen) means that day alone; nothing picked means no bound.
+    """
+    if dates is None:
+        return None, None
+    if isinstance(dates, dt.date):
+        dates = (dates,)
+    dates = [d for d in dates if d is not None]
+    if not dates:
+        return None, None
+    first, last = min(dates), max(dates)
+    since = dt.datetime.combine(first, dt.time.min, tzinfo=dt.UTC)
+    until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    return since, until
+
+
+def page_count(total: int, page_size: int = PAGE_SIZE) -> int:
+    return max(1, math.ceil(total / page_size))
+
+
+def details(sample: Sample) -> dict[str, Any]:
+    """Every stored parameter of a sample, for display."""
+    return {
+        "id": sample.id,
+        "caption": sample.caption,
+        "model": sample.model_name,
+        "model fingerprint": sample.model_fingerprint,
+        "seed": sample.seed,
+        "steps": sample.steps,
+        "guidance": sample.guidance,
+        "scheduler": sample.scheduler,
+        "eta": sample.eta,
+        "size": sample.size,
+        "created (UTC)": sample.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "run": sample.run_id,
+        "file": sample.image_path,
+        "sidecar": sample.extra or {},
+    }
+
+
+def regenerate_params(sample: Sample) -> dict[str, Any]:
+    """What the Generate page needs to draw this image again (app.state.REGENERATE)."""
+    return {
+        "sample_id": sample.id,
+        "caption": sample.caption,
+        "model_name": sample.model_name,
+        "seed": sample.seed,
+        "steps": sample.steps,
+        "guidance": sample.guidance,
+        "scheduler": sample.scheduler,
+        "eta": sample.eta,
+        "size": sample.size,
+    }
+
+
+def delete_sample(sample_id: int, home: str | Path | None = None) -> str:
+    """Delete the row, then its PNG and JSON sidecar (after the commit); returns the relative image path.
+
+    The run's manifest.csv is an append-only log of what was drawn and keeps its line.
+    """
+    image_path = repo.delete_sample(sample_id)
+    png = data_file(image_path, home)
+    for path in (png, png.with_suffix(".json")):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # the row is gone; a stray file is harmless, so report and go on
+            log.warning("could not remove %s: %s", path, exc)
+    return image_path
+
+
+def run_samples(run_id: str) -> list[Sample]:
+    """The stored samples of one generation run, in request order (seed S, S + 1, ...)."""
+    samples = repo.list_samples(run_id=run_id, limit=MAX_PAGE)
+    return sorted(samples, key=lambda s: (s.seed, s.id))

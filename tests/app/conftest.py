@@ -1,0 +1,54 @@
+"""AppTest fixtures: each test gets its own data directory and SQLite database; one tiny checkpoint per session.
+
+The app's process-wide resources (st.cache_resource: migrations per database URL, the generation worker)
+live in this test process; a job writes to the data directory and database set when it was submitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from app_helpers import MAIN, RUN_TIMEOUT, build_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def app_home(tmp_path, monkeypatch) -> Iterator[Path]:
+    """A fresh data directory and database for the app under test; no shipped demo model visible."""
+    import renal_ldm.paths
+    from db.session import dispose_engines, init_db
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("RENAL_LDM_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{home / 'renal_ldm.sqlite3'}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    init_db()
+    yield home
+    dispose_engines()
+
+
+@pytest.fixture
+def tiny_model(app_home, tiny_model_dir):
+    """The tiny checkpoint registered as "tiny" in this test's database."""
+    from db import repository as repo
+
+    return repo.register_model("tiny", tiny_model_dir)
+
+
+@pytest.fixture
+def app(app_home):
+    """An AppTest of the whole app (navigation included), run once."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=RUN_TIMEOUT)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
