@@ -29,3 +29,27 @@ def caption_warning(caption: str) -> str | None:
     except ValueError as exc:
         return f"This text is not in the trained caption form, so guidance may be weak: {exc}"
     return None
+
+
+# Widget keys of the Compose page, so presets (and other pages) can set what it shows.
+MODE_KEY = "compose_mode"
+FREE_TEXT_KEY = "free_text"
+LEVELS_MODE = "Levels per tissue class"
+FREE_TEXT_MODE = "Free text"
+MODES = [LEVELS_MODE, FREE_TEXT_MODE]
+
+
+def level_key(class_id: int) -> str:
+    return f"level_{class_id}"
+
+
+def widget_state_for_caption(caption: str) -> dict[str, object]:
+    """Compose-page widget values that show a caption: levels when it is a product caption, else free text."""
+    from renal_ldm.classes import CAPTIONED_CLASSES
+
+    try:
+        levels = caption_to_levels(caption)
+    except ValueError:
+        return {MODE_KEY: FREE_TEXT_MODE, FREE_TEXT_KEY: caption}
+    values: dict[str, object] = {level_key(c.id): levels.get(c.name, NONE) for c in CAPTIONED_CLASSES}
+    return {MODE_KEY: LEVELS_MODE, FREE_TEXT_KEY: caption, **values}

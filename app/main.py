@@ -21,12 +21,13 @@ from app.settings import load_settings  # noqa: E402
 
 st.set_page_config(page_title="renal-ldm", page_icon="🧫", layout="wide")
 
-resources.database()  # migrations applied once per process
+resources.database()  # migrations applied once per process (and database URL)
 
 settings = load_settings()
 is_participant = settings.survey_only or bool(st.query_params.get("survey"))
 if is_participant:
     navigation = st.navigation(participant_pages(), position="hidden")
 else:
+    resources.generation_service()  # the background sampling worker starts (and imports torch) right away
     navigation = st.navigation(role_pages())
 navigation.run()

@@ -18,6 +18,12 @@ ROLE_PAGES: list[tuple[str, str, str, str]] = [
 PARTICIPANT_PAGE: tuple[str, str, str] | None = None  # (file, title, icon) once the survey exists
 
 
+def page_file(filename: str) -> str:
+    """The absolute path of a page file, as st.switch_page expects it (paths resolve against app/, not the
+    repository root, because app/main.py is the entry script)."""
+    return str(PAGES_DIR / filename)
+
+
 def existing_role_pages() -> list[tuple[str, str, str, str]]:
     return [p for p in ROLE_PAGES if (PAGES_DIR / p[1]).is_file()]
 

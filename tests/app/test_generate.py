@@ -1,0 +1,128 @@
+"""Generate page: the no-model message, registering a checkpoint, a whole run through the UI, progress, cancel."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+import zipfile
+
+from app_helpers import page_path
+
+from app.downloads import zip_samples
+from db import repository as repo
+from renal_ldm.captions import GENERATING_CAPTION
+
+GENERATE = page_path("generate.py")
+
+
+def open_generate(app):
+    app.switch_page(GENERATE).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def run_until(app, done, timeout=90.0, pause=0.2):
+    """Rerun the page (as the polling fragment would) until done(app) is true."""
+    deadline = time.monotonic() + timeout
+    while not done(app):
+        assert time.monotonic() < deadline, "the page never reached the expected state"
+        assert not app.exception, [e.message for e in app.exception]
+        time.sleep(pause)
+        app.run()
+    return app
+
+
+def test_no_model_says_what_is_missing_and_how_to_get_one(app):
+    open_generate(app)
+    assert any("No model is available" in w.value for w in app.warning)
+    help_text = " ".join(m.value for m in app.markdown)
+    assert "renal-ldm train-vae" in help_text and "renal-ldm train " in help_text and "models/demo" in help_text
+    assert not [b for b in app.button if b.label == "Generate"]
+    assert app.text_input  # the register form is offered
+
+
+def test_register_form_checks_the_directory(app, tmp_path, tiny_model_dir):
+    open_generate(app)
+    app.text_input[0].set_value("mine")
+    app.text_input[1].set_value(str(tmp_path))  # an existing folder that is not a checkpoint
+    app.button[0].click().run()
+    assert any("renal_ldm.json is missing" in e.value for e in app.error)
+    app.text_input[1].set_value(str(tmp_path / "nope"))
+    app.button[0].click().run()
+    assert any("not found" in e.value for e in app.error)
+    assert repo.list_models() == []
+
+    app.text_input[1].set_value(str(tiny_model_dir))
+    app.button[0].click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert [e.name for e in repo.list_models()] == ["mine"]
+    assert any("Registered 'mine'" in s.value for s in app.success)
+    assert app.selectbox(key="gen.model").value == "mine"
+
+
+def test_a_registered_model_whose_folder_is_gone_is_reported(app, tmp_path, tiny_model_dir):
+    copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
+    repo.register_model("moved", copy)
+    shutil.rmtree(copy)
+    open_generate(app)
+    assert any("'moved' is registered but cannot be used" in w.value for w in app.warning)
+    assert any("No model is available" in w.value for w in app.warning)
+
+
+def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
+    open_generate(app)
+    assert app.selectbox(key="gen.model").value == "tiny"
+    assert app.code[0].value == GENERATING_CAPTION  # nothing composed: the study's caption
+    app.number_input(key="gen.n").set_value(2)
+    app.number_input(key="gen.steps").set_value(4)
+    app.number_input(key="gen.guidance").set_value(2.0)
+    app.radio(key="gen.seed_mode").set_value("Fixed").run()
+    app.number_input(key="gen.seed").set_value(11)
+    app.button(key="gen.submit").click().run()
+    run_until(app, lambda a: a.success or a.error or a.warning)
+    assert not app.error, [e.value for e in app.error]
+    assert app.success[0].value.startswith("Done: 2 image(s)")
+
+    samples = sorted(repo.list_samples(), key=lambda s: s.seed)
+    assert [s.seed for s in samples] == [11, 12]
+    for sample in samples:
+        assert (sample.caption, sample.model_name, sample.steps, sample.guidance) == (GENERATING_CAPTION, "tiny", 4, 2.0)
+        assert (sample.scheduler, sample.size) == ("ddim", 32)
+        assert (app_home / sample.image_path).is_file()
+        assert (app_home / sample.image_path).with_suffix(".json").is_file()
+        assert sample.image_path.startswith(f"samples/{sample.run_id}/")
+    assert [i.captions for i in app.image] == [["seed 11"], ["seed 12"]]
+    labels = [d.label for d in app.download_button]
+    assert labels.count("PNG") == 2 and "Download all 2 as ZIP (PNG + JSON)" in labels
+    assert not app.get("progress")  # finished: no bar, no polling
+
+    with zipfile.ZipFile(io.BytesIO(zip_samples(samples))) as archive:
+        names = archive.namelist()
+        run = samples[0].run_id
+        assert f"{run}/{(app_home / samples[0].image_path).name}" in names
+        sidecar = json.loads(archive.read(f"{run}/{(app_home / samples[1].image_path).with_suffix('.json').name}"))
+        assert sidecar["seed"] == 12 and sidecar["caption"] == GENERATING_CAPTION
+        assert "samples.csv" in names and len(names) == 5
+
+
+def test_progress_moves_and_cancel_stops_the_run(app, tiny_model):
+    open_generate(app)
+    app.number_input(key="gen.n").set_value(3)
+    app.number_input(key="gen.steps").set_value(60)
+    app.number_input(key="gen.guidance").set_value(1.0)
+    app.number_input(key="gen.batch").set_value(1)
+    app.button(key="gen.submit").click().run()
+    seen = set()
+
+    def moving(a):
+        seen.update(p.value for p in a.get("progress"))
+        return len({v for v in seen if v > 0}) >= 2
+
+    run_until(app, moving, pause=0.1)
+    assert [p.text for p in app.get("progress")][0].startswith("Denoising: step ")
+    next(b for b in app.button if b.label == "Cancel").click().run()
+    run_until(app, lambda a: a.warning)
+    assert app.warning[0].value.startswith("Cancelled.")
+    assert not [b for b in app.button if b.label == "Cancel"]
