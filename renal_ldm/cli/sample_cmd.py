@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="generate tissue patches from a caption or class levels")
     p.add_argument("--model", help="model directory (default: the shipped demo model models/demo)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--caption", help="caption text (default: the study's generating caption)")
+    what.add_argument("--caption", help="caption text, \\n for line breaks (default: the study's generating caption)")
     what.add_argument("--levels", help='class levels, e.g. "Glomeruli=high,Tubuli=medium" (none|low|medium|high)')
     p.add_argument("--n", type=int, default=4, help="number of images (default 4)")
     p.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
