@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.caption_cmd",
     "renal_ldm.cli.train_cmd",
     "renal_ldm.cli.sample_cmd",
+    "renal_ldm.cli.phantom_cmd",
     "renal_ldm.cli.tile_cmd",
     "renal_ldm.cli.db_cmd",
     "renal_ldm.cli.survey_cmd",
