@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.tile_cmd",
     "renal_ldm.cli.db_cmd",
     "renal_ldm.cli.survey_cmd",
+    "renal_ldm.cli.survey_demo_cmd",
 ]
 
 

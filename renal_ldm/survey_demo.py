@@ -1,0 +1,161 @@
+"""The demo survey: a real-vs-synthetic quiz anyone can take a minute after installing, with no data of their own.
+
+Two kinds, chosen by what is installed (`demo_mode`):
+
+- "model": 20 phantom patches (renal_ldm.phantom, 256 px, random compositions) stand in for real tissue, and
+  20 samples of a model are the synthetic half: the shipped demo model (renal_ldm.paths.DEMO_MODEL_DIR), or
+  the checkpoint given as `model`. Synthetic image i is sampled with the caption of phantom i, so both halves
+  show the same mix of tissue. Sampling takes minutes on a CPU (about 12 s per 256 px image at 50 steps).
+- "phantom-only": when no model is given and the demo model is not installed (or when asked for), the
+  "synthetic" half is 20 more phantoms drawn from a different seed range. Both halves come from the same
+  generator, so nobody can tell them apart (kappa near 0 is the expected result): the survey exists to walk the
+  participant flow and the results page, and its title says so. It is created in a few seconds.
+
+A `model` that is given but missing is an error (never silently replaced by phantoms). Every image goes through
+the same normalisation as uploads (renal_ldm.survey_images) and is stored under opaque names.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from renal_ldm import paths
+from renal_ldm.phantom import generate_phantom
+from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, create_image_survey, normalise_image
+
+MODEL, PHANTOM_ONLY = "model", "phantom-only"
+REAL_SEED_OFFSET = 0
+PHANTOM_SYNTHETIC_SEED_OFFSET = 1_000_000
+"""Phantom-only demos draw their 'synthetic' half from seeds this far from the real half's."""
+MAX_DEMO_IMAGES = 200
+
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total): stage is 'phantoms', 'sampling' or 'saving'."""
+
+
+@dataclass(frozen=True)
+class DemoImages:
+    real: list[bytes]
+    synthetic: list[bytes]
+    mode: str
+    model_dir: Path | None
+    title: str
+
+
+@dataclass(frozen=True)
+class DemoSurvey:
+    token: str
+    title: str
+    mode: str
+    model_dir: Path | None
+    n: int
+
+    @property
+    def link(self) -> str:
+        """The participant link, relative to the app's address."""
+        return f"?survey={self.token}"
+
+
+def demo_model_available() -> bool:
+    return (paths.DEMO_MODEL_DIR / "renal_ldm.json").is_file()
+
+
+def demo_mode(model: str | Path | None = None, phantom_only: bool = False) -> tuple[str, Path | None]:
+    """(mode, model dir): an explicit model must exist; without one the demo model, else phantom-only."""
+    if phantom_only:
+        if model is not None:
+            raise ValueError("give either a model or phantom-only, not both")
+        return PHANTOM_ONLY, None
+    if model is not None:
+        path = Path(model).expanduser()
+        if not (path / "renal_ldm.json").is_file():
+            raise FileNotFoundError(f"model directory {str(path)!r} has no renal_ldm.json; expected a checkpoint "
+                                    "written by `renal-ldm train` (its model/ folder)")
+        return MODEL, path
+    if demo_model_available():
+        return MODEL, paths.DEMO_MODEL_DIR
+    return PHANTOM_ONLY, None
+
+
+def demo_title(mode: str, n: int, model_dir: Path | None) -> str:
+    if mode == PHANTOM_ONLY:
+        return f"Demo survey (phantom-only: the {n} 'synthetic' images are phantoms of another seed)"
+    name = "the shipped demo model" if model_dir == paths.DEMO_MODEL_DIR else f"model {Path(model_dir).name}"
+    return f"Demo survey: {n} phantom patches vs {n} samples of {name}"
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_DEMO_IMAGES:
+        raise ValueError(f"number of images per half must be an integer from 1 to {MAX_DEMO_IMAGES}, got {n!r}")
+    return int(n)
+
+
+def phantom_patches(n: int, size: int = DEFAULT_SIZE, seed: int = 0, progress: Progress | None = None):
+    """n phantoms with seeds seed, seed+1, ... (random compositions)."""
+    out = []
+    for i in range(n):
+        out.append(generate_phantom(size, seed=seed + i))
+        if progress:
+            progress("phantoms", i + 1, n)
+    return out
+
+
+def sample_model(model_dir: Path, captions: list[str], size: int = DEFAULT_SIZE, seed: int = 0, *,
+                 steps: int | None = None, device: str | None = None, progress: Progress | None = None,
+                 cancel: threading.Event | None = None) -> list[np.ndarray]:
+    """One sample per caption (seed + i for caption i) from the checkpoint; RGB uint8 arrays."""
+    from renal_ldm.sample import DEFAULT_STEPS, Sampler, SampleRequest  # torch only when a model is used
+
+    sampler = Sampler.from_dir(model_dir, device=device)
+    steps = steps or DEFAULT_STEPS
+    total = steps * len(captions)
+    arrays = []
+    for i, caption in enumerate(captions):
+        def step(done: int, _total: int, _base: int = i * steps) -> None:
+            if progress:
+                progress("sampling", _base + done, total)
+
+        request = SampleRequest(caption=caption, n=1, seed=seed + i, steps=steps, size=size, batch_size=1)
+        arrays.append(sampler.sample(request, progress=step, cancel=cancel)[0].array)
+    return arrays
+
+
+def build_demo_images(n: int = DEFAULT_COUNT, *, model: str | Path | None = None, phantom_only: bool = False,
+                      size: int = DEFAULT_SIZE, seed: int = 0, steps: int | None = None, device: str | None = None,
+                      progress: Progress | None = None, cancel: threading.Event | None = None) -> DemoImages:
+    """The demo's normalised PNGs (see the module docstring for what each half holds)."""
+    n = _check_n(n)
+    mode, model_dir = demo_mode(model, phantom_only)
+    real = phantom_patches(n, size, seed + REAL_SEED_OFFSET, progress)
+    if mode == PHANTOM_ONLY:
+        synthetic = [p.image for p in phantom_patches(n, size, seed + PHANTOM_SYNTHETIC_SEED_OFFSET, progress)]
+    else:
+        synthetic = sample_model(model_dir, [p.caption for p in real], size, seed, steps=steps, device=device,
+                                 progress=progress, cancel=cancel)
+    return DemoImages(
+        real=[normalise_image(p.image, size) for p in real],
+        synthetic=[normalise_image(a, size) for a in synthetic],
+        mode=mode,
+        model_dir=model_dir,
+        title=demo_title(mode, n, model_dir),
+    )
+
+
+def create_demo_survey(n: int = DEFAULT_COUNT, *, model: str | Path | None = None, phantom_only: bool = False,
+                       size: int = DEFAULT_SIZE, seed: int = 0, steps: int | None = None, device: str | None = None,
+                       progress: Progress | None = None, cancel: threading.Event | None = None,
+                       url: str | None = None) -> DemoSurvey:
+    """Build the demo images and store them as an open survey with is_demo=True; returns its token and title."""
+    images = build_demo_images(n, model=model, phantom_only=phantom_only, size=size, seed=seed, steps=steps,
+                               device=device, progress=progress, cancel=cancel)
+    if progress:
+        progress("saving", 0, 1)
+    token = create_image_survey(images.title, images.real, images.synthetic, is_demo=True, status="open", url=url)
+    if progress:
+        progress("saving", 1, 1)
+    return DemoSurvey(token, images.title, images.mode, images.model_dir, n)
