@@ -18,13 +18,14 @@ import streamlit as st  # noqa: E402
 from app import resources  # noqa: E402
 from app.pages_registry import participant_pages, role_pages  # noqa: E402
 from app.settings import load_settings  # noqa: E402
+from app.survey_participant import enter_participant_mode  # noqa: E402
 
 st.set_page_config(page_title="renal-ldm", page_icon="🧫", layout="wide")
 
 resources.database()  # migrations applied once per process (and database URL)
 
 settings = load_settings()
-is_participant = settings.survey_only or bool(st.query_params.get("survey"))
+is_participant = enter_participant_mode(settings.survey_only)  # ?survey= / ?resume=, sticky per session
 if is_participant:
     navigation = st.navigation(participant_pages(), position="hidden")
 else:

@@ -13,9 +13,12 @@ ROLE_PAGES: list[tuple[str, str, str, str]] = [
     ("Generate", "compose.py", "Compose", ":material/edit_note:"),
     ("Generate", "generate.py", "Generate", ":material/auto_awesome:"),
     ("Generate", "library.py", "Library", ":material/photo_library:"),
+    ("Survey", "survey_take.py", "Take the survey", ":material/quiz:"),
+    ("Survey", "survey_manage.py", "Manage surveys", ":material/fact_check:"),
+    ("Survey", "survey_results.py", "Results", ":material/analytics:"),
 ]
 
-PARTICIPANT_PAGE: tuple[str, str, str] | None = None  # (file, title, icon) once the survey exists
+PARTICIPANT_PAGE: tuple[str, str, str] | None = ("survey_take.py", "Survey", ":material/quiz:")
 
 
 def page_file(filename: str) -> str:

@@ -1,0 +1,389 @@
+"""The researcher's side of the survey, for the Manage surveys and Results pages: no widgets here.
+
+- creating a survey from uploads, Library samples or a server folder: every file checked and normalised the
+  same way (renal_ldm.survey_images); any refused file stops the creation with one message per file, and
+  nothing is stored (the researcher's uploads stay in the form to fix and retry);
+- the demo survey in a background thread (renal_ldm.survey_demo), polled by the page;
+- results: answers -> renal_ldm.survey records -> statistics, tables, heatmap data, CSV import with line numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from db import repository as repo
+from renal_ldm import survey as stats_lib
+from renal_ldm.survey_images import (
+    DEFAULT_MAX_PIXELS,
+    create_image_survey,
+    folder_files,
+    normalise_files,
+    read_image_bytes,
+    thumbnail_png,
+)
+
+UPLOAD, LIBRARY, FOLDER = "Upload files", "Library samples", "Server folder"
+REAL_SOURCES = (UPLOAD, FOLDER)
+SYNTHETIC_SOURCES = (UPLOAD, LIBRARY, FOLDER)
+LIBRARY_PAGE = 500
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+
+def participant_link(token: str) -> str:
+    """The link relative to the app's address (what the CLI prints too)."""
+    return f"?survey={token}"
+
+
+def absolute_link(token: str, page_url: str | None, base_path: str = "") -> str:
+    """The full participant link from the browser's page URL (st.context.url) and server.baseUrlPath."""
+    if not page_url:
+        return participant_link(token)
+    parts = urlsplit(page_url)
+    base = "/" + base_path.strip("/") + "/" if base_path.strip("/") else "/"
+    return f"{parts.scheme}://{parts.netloc}{base}{participant_link(token)}"
+
+
+# --------------------------------------------------------------------------------------------- creation
+
+
+@dataclass
+class CreateResult:
+    token: str | None = None
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    real: int = 0
+    synthetic: int = 0
+
+
+def library_files(sample_ids: Iterable[int]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(name, bytes) of Library samples by id; a missing sample or file is one error naming it."""
+    files, errors = [], []
+    for sample_id in sample_ids:
+        try:
+            sample = repo.get_sample(int(sample_id))
+            files.append((f"Library sample #{sample.id}", read_image_bytes(sample.image_path)))
+        except (ValueError, OSError) as exc:
+            errors.append(f"Library sample #{sample_id}: cannot be read ({exc})")
+    return files, errors
+
+
+def library_choices() -> list:
+    """The newest Library samples (records with id, caption, model_name, seed) for a multiselect."""
+    return repo.list_samples(limit=LIBRARY_PAGE)
+
+
+def library_label(sample) -> str:
+    first = next((line for line in sample.caption.splitlines()[1:] if line.strip()), "(no caption)")
+    return f"#{sample.id} · {sample.model_name} · seed {sample.seed} · {first}"
+
+
+def _pick(files: list[tuple[str, bytes]], n: int, what: str, notes: list[str]) -> list[tuple[str, bytes]]:
+    if len(files) > n:
+        notes.append(f"{len(files)} {what} images given; a random {n} of them are used.")
+        return random.SystemRandom().sample(files, n)
+    if len(files) < n:
+        notes.append(f"Only {len(files)} {what} images given (asked for {n}); all of them are used.")
+    return files
+
+
+def create_survey_from_files(
+    title: str,
+    real_files: Sequence[tuple[str, bytes]],
+    synthetic_files: Sequence[tuple[str, bytes]],
+    *,
+    n_real: int,
+    n_synthetic: int,
+    size: int,
+    max_upload_mb: int,
+    open_now: bool = True,
+    source_errors: Sequence[str] = (),
+) -> CreateResult:
+    """Check, normalise and store both halves as a new survey; all errors at once, nothing stored on error."""
+    result = CreateResult(errors=list(source_errors))
+    if not str(title or "").strip():
+        result.errors.append("Give the survey a title.")
+    if not real_files:
+        result.errors.append("No real images: upload some or choose a folder.")
+    if not synthetic_files:
+        result.errors.append("No synthetic images: upload some, choose Library samples or a folder.")
+    if result.errors:
+        return result
+    real_files = _pick(list(real_files), n_real, "real", result.notes)
+    synthetic_files = _pick(list(synthetic_files), n_synthetic, "synthetic", result.notes)
+    limits = {"max_bytes": int(max_upload_mb) * 1024 * 1024, "max_pixels": DEFAULT_MAX_PIXELS}
+    real, real_errors = normalise_files(real_files, size, **limits)
+    synthetic, synthetic_errors = normalise_files(synthetic_files, size, **limits)
+    result.errors += [f"Real image {e}" for e in real_errors] + [f"Synthetic image {e}" for e in synthetic_errors]
+    if result.errors:
+        result.notes.clear()
+        return result
+    try:
+        result.token = create_image_survey(title, [i.png for i in real], [i.png for i in synthetic],
+                                           status="open" if open_now else "draft")
+    except ValueError as exc:
+        result.errors.append(str(exc))
+        return result
+    result.real, result.synthetic = len(real), len(synthetic)
+    return result
+
+
+# ------------------------------------------------------------------------------------------- demo job
+
+
+@dataclass
+class DemoJob:
+    """The demo survey being built in a background thread (the page polls it)."""
+
+    id: str
+    stage: str = "starting"
+    done: int = 0
+    total: int = 1
+    result: object | None = None
+    error: str | None = None
+    finished: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+
+_jobs: dict[str, DemoJob] = {}
+_jobs_lock = threading.Lock()
+
+
+def start_demo_job(n: int = 20, **kwargs) -> DemoJob:
+    """Start building the demo survey in a thread; returns the job (also found again by get_job(id))."""
+    from renal_ldm.survey_demo import create_demo_survey
+
+    job = DemoJob(uuid.uuid4().hex)
+
+    def progress(stage: str, done: int, total: int) -> None:
+        job.stage, job.done, job.total = stage, done, total
+
+    def run() -> None:
+        try:
+            job.result = create_demo_survey(n, progress=progress, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - shown to the researcher on the page
+            job.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            job.finished = True
+
+    with _jobs_lock:
+        _jobs[job.id] = job
+    threading.Thread(target=run, name=f"survey-demo-{job.id[:8]}", daemon=True).start()
+    return job
+
+
+def get_job(job_id: str | None) -> DemoJob | None:
+    with _jobs_lock:
+        return _jobs.get(job_id) if job_id else None
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class SurveyData:
+    """A survey's answers as statistics records, with its answer key and items by question id."""
+
+    records: list[stats_lib.SurveyAnswer]
+    answer_key: dict[str, str]
+    items: dict[str, repo.SurveyItem]
+
+
+def survey_data(survey_id: int) -> SurveyData:
+    items = {str(i.position + 1): i for i in repo.survey_items_with_truth(survey_id)}
+    records = [
+        stats_lib.SurveyAnswer(str(a.participant_id), a.experience, str(a.question), a.truth, a.answer)
+        for a in repo.survey_answers(survey_id)
+    ]
+    return SurveyData(records, {q: i.truth for q, i in items.items()}, items)
+
+
+def statistics(data: SurveyData, bootstrap: int = 2000) -> stats_lib.SurveyStats | None:
+    """The survey statistics, or None when nobody has answered yet."""
+    if not data.records:
+        return None
+    return stats_lib.survey_statistics(data.records, answer_key=data.answer_key, bootstrap=bootstrap)
+
+
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def participant_rows(stats: stats_lib.SurveyStats) -> list[dict]:
+    return [
+        {"participant": p.id, "experience": p.experience, "answered": p.answered, "correct": p.correct,
+         "accuracy": _r(p.accuracy), "kappa": _r(p.kappa, 4), "binomial p": _r(p.binomial_p, 4)}
+        for p in stats.participants
+    ]
+
+
+def experience_rows(stats: stats_lib.SurveyStats) -> list[dict]:
+    return [
+        {"experience": g.label, "participants": g.participants, "with kappa": g.with_kappa,
+         "mean kappa": _r(g.mean_kappa, 4)}
+        for g in stats.experience_groups
+    ]
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def question_rows(stats: stats_lib.SurveyStats, data: SurveyData, thumbnails: bool = True) -> list[dict]:
+    rows = []
+    for q in stats.questions:
+        item = data.items.get(q.question)
+        row = {"question": int(q.question) if q.question.isdigit() else q.question, "truth": q.truth,
+               "answered": q.answered, "correct": q.correct, "accuracy": _r(q.accuracy),
+               "majority": q.majority or ("tie" if q.answered else "-")}
+        if thumbnails:
+            row = {"image": data_url(thumbnail_png(item.image_path, 64)) if item else None, **row}
+        rows.append(row)
+    return rows
+
+
+HEATMAP_CORRECT, HEATMAP_WRONG, HEATMAP_MISSING = "correct", "incorrect", "unanswered"
+
+
+def heatmap_rows(stats: stats_lib.SurveyStats) -> list[dict]:
+    """One row per (question, participant) cell of the correctness matrix, for an Altair rect chart."""
+    rows = []
+    for qi, q in enumerate(stats.questions):
+        for pi, p in enumerate(stats.participants):
+            value = stats.correctness[qi][pi]
+            rows.append({
+                "question": f"Q{q.question} ({q.truth})",
+                "order": qi,
+                "participant": p.id,
+                "result": HEATMAP_MISSING if value is None else (HEATMAP_CORRECT if value else HEATMAP_WRONG),
+            })
+    return rows
+
+
+def fooling_images(stats: stats_lib.SurveyStats, data: SurveyData) -> list[tuple[str, stats_lib.QuestionStats, bytes]]:
+    """(caption, question, PNG) of the synthetic image most taken for real and the real most taken for synthetic."""
+    out = []
+    for truth, taken_for in ((stats_lib.SYNTHETIC, stats_lib.REAL), (stats_lib.REAL, stats_lib.SYNTHETIC)):
+        for q in stats_lib.most_fooling(stats, truth):
+            item = data.items.get(q.question)
+            if item is not None:
+                caption = (f"{truth.capitalize()} image most often taken for {taken_for}: question {q.question}, "
+                           f"{q.answered - q.correct} of {q.answered} fooled")
+                out.append((caption, q, read_image_bytes(item.image_path)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ CSV import
+
+
+@dataclass
+class ImportOutcome:
+    imported: repo.ImportSummary | None = None
+    problems: list[str] = field(default_factory=list)
+    skipped_blank_answers: int = 0
+
+
+_LINE_PROBLEM = re.compile(r"(?:^|; )(line \d+: .*?)(?=; line \d+: |; and \d+ more$|$)")
+_QUESTION_NUMBER = re.compile(r"^(?:q(?:uestion)?\s*)?(\d+)$", re.IGNORECASE)
+
+
+def split_problems(message: str) -> list[str]:
+    """The per-line problems of read_responses_csv's one-message ValueError, one string each."""
+    head, sep, rest = message.partition(" problem(s): ")
+    if not sep:
+        return [message]
+    found = _LINE_PROBLEM.findall(rest)
+    more = re.search(r"; and (\d+) more$", rest)
+    if more:
+        found.append(f"... and {more.group(1)} more problems")
+    return found or [message]
+
+
+def _data_lines(text: str) -> list[int]:
+    """File line numbers of the non-blank data rows, in the order read_responses_csv returns their records."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    lines = []
+    header_seen = False
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if not header_seen:
+            header_seen = True
+            continue
+        lines.append(reader.line_num)
+    return lines
+
+
+def question_ref(question: str) -> int | str:
+    """'9', 'q9', 'Q9', 'question 9' -> 9 (the 1-based position); anything else is an item's public id."""
+    match = _QUESTION_NUMBER.match(question.strip())
+    return int(match.group(1)) if match else question.strip()
+
+
+def import_csv(survey_id: int, data: bytes | str) -> ImportOutcome:
+    """Import a participant,experience,question,truth,answer CSV as the survey's responses, all or nothing.
+
+    Problems are listed by file line (the header is line 1): format errors first (renal_ldm.survey), then rows
+    that do not fit this survey (unknown question, truth disagreeing with the item). Rows with an empty answer
+    (a question shown but skipped) are not stored; the repository stores given answers only.
+    """
+    outcome = ImportOutcome()
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        outcome.problems.append(f"the file is not UTF-8 text ({exc}); expected a CSV file")
+        return outcome
+    try:
+        records = stats_lib.read_responses_csv(text if ("\n" in text or "\r" in text) else text + "\n")
+    except ValueError as exc:
+        outcome.problems = split_problems(str(exc))
+        return outcome
+    if not records:
+        outcome.problems.append("the file has a header but no rows; nothing to import")
+        return outcome
+    lines = _data_lines(text)
+    items = repo.survey_items_with_truth(survey_id)
+    by_position = {i.position + 1: i for i in items}
+    by_public = {i.public_id: i for i in items}
+    rows = []
+    for line, rec in zip(lines, records, strict=False):
+        ref = question_ref(rec.question)
+        item = by_position.get(ref) if isinstance(ref, int) else by_public.get(ref)
+        if item is None:
+            outcome.problems.append(f"line {line}: question {rec.question!r} is not in this survey "
+                                    f"(expected 1..{len(items)})")
+            continue
+        if rec.truth != item.truth:
+            outcome.problems.append(f"line {line}: truth {rec.truth!r} disagrees with question {rec.question} "
+                                    f"of this survey ({item.truth!r}); is the file for another survey?")
+            continue
+        if rec.answer is None:
+            outcome.skipped_blank_answers += 1
+            continue
+        rows.append({"participant": rec.participant, "experience": rec.experience, "question": item.position + 1,
+                     "truth": rec.truth, "answer": rec.answer})
+    if outcome.problems:
+        return outcome
+    if not rows:
+        outcome.problems.append("every row has an empty answer; nothing to import")
+        return outcome
+    try:
+        outcome.imported = repo.import_responses(survey_id, rows)
+    except ValueError as exc:
+        outcome.problems.append(str(exc))
+    return outcome

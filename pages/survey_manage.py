@@ -1,0 +1,170 @@
+"""Manage surveys: a demo survey in one click, new surveys from uploads, Library samples or a folder, links."""
+
+import streamlit as st
+
+from app import survey_admin as admin
+from app.pages_registry import PAGES_DIR
+from app.settings import load_settings
+from app.survey_auth import require_researcher
+from db import repository as repo
+from renal_ldm.survey_demo import demo_model_available
+from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
+
+require_researcher()
+settings = load_settings()
+
+st.title("Manage surveys")
+st.caption("Blind real-vs-synthetic quizzes for pathologists: each image is shown alone, answers are scored "
+           "with Cohen's kappa on the Results page.")
+
+CREATED = "survey_manage.created"  # (title, token, notes) of the survey made last, shown once
+DEMO_JOB = "survey_manage.demo_job"
+
+# ---------------------------------------------------------------------------------------- demo survey
+with st.container(border=True):
+    st.subheader("Try it at once")
+    if demo_model_available():
+        st.markdown("Creates a demo survey: 20 phantom patches (standing in for real tissue) and 20 samples of "
+                    "the shipped demo model. Sampling takes a few minutes on a CPU.")
+    else:
+        st.markdown("Creates a **phantom-only** demo survey in a few seconds: the shipped demo model is not "
+                    "installed, so both halves are procedural phantom tissue (the 'synthetic' half from another "
+                    "seed, and the title says so). It lets you walk the participant flow and the results page; "
+                    "`renal-ldm survey-demo --model RUN/model` makes one with real model samples.")
+    job = admin.get_job(st.session_state.get(DEMO_JOB))
+    if job is not None and job.finished:
+        st.session_state.pop(DEMO_JOB, None)
+        if job.error:
+            st.error(f"The demo survey could not be created: {job.error}")
+        else:
+            st.session_state[CREATED] = (job.result.title, job.result.token, [])
+        job = None
+    if job is None:
+        if st.button("Create a demo survey", key="survey_demo", type="primary"):
+            st.session_state[DEMO_JOB] = admin.start_demo_job().id
+            st.rerun()
+    else:
+
+        @st.fragment(run_every=1.0)
+        def demo_progress() -> None:
+            running = admin.get_job(st.session_state.get(DEMO_JOB))
+            if running is None or running.finished:
+                st.rerun(scope="app")
+            st.progress(running.fraction, text=f"Building the demo survey: {running.stage} "
+                                               f"{running.done} / {running.total}")
+
+        demo_progress()
+
+created = st.session_state.pop(CREATED, None)
+if created:
+    created_title, created_token, created_notes = created
+    st.success(f"Created survey {created_title!r}. Participant link: "
+               f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
+    for note in created_notes:
+        st.info(note)
+
+# ------------------------------------------------------------------------------------- create a survey
+with st.expander("Create a survey", expanded=True):
+    title = st.text_input("Title", key="survey_title", max_chars=200, placeholder="e.g. Renal realism study, June")
+    c1, c2, c3 = st.columns(3)
+    n_real = c1.number_input("Real images", 1, 500, DEFAULT_COUNT, key="survey_n_real")
+    n_synthetic = c2.number_input("Synthetic images", 1, 500, DEFAULT_COUNT, key="survey_n_synthetic")
+    size = c3.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, step=32, key="survey_size")
+    st.caption(f"Every image is decoded, center-cropped and resized to size x size, and saved as PNG without any "
+               f"metadata under a random name, so nothing but the pixels can give the answer away. Uploads: up to "
+               f"{settings.max_upload_mb} MB per file. More images than asked for: a random subset is used.")
+
+    real_col, synthetic_col = st.columns(2)
+    with real_col:
+        st.markdown("**Real images**")
+        real_source = st.radio("Source of the real images", admin.REAL_SOURCES, key="survey_real_source",
+                               horizontal=True)
+        if real_source == admin.UPLOAD:
+            st.file_uploader("Real images", accept_multiple_files=True, key="survey_real_files",
+                             max_upload_size=settings.max_upload_mb)
+        else:
+            st.text_input("Folder on the server with real images", key="survey_real_folder")
+    with synthetic_col:
+        st.markdown("**Synthetic images**")
+        synthetic_source = st.radio("Source of the synthetic images", admin.SYNTHETIC_SOURCES,
+                                    key="survey_synthetic_source", horizontal=True)
+        if synthetic_source == admin.UPLOAD:
+            st.file_uploader("Synthetic images", accept_multiple_files=True, key="survey_synthetic_files",
+                             max_upload_size=settings.max_upload_mb)
+        elif synthetic_source == admin.LIBRARY:
+            samples = admin.library_choices()
+            if not samples:
+                st.info("The Library has no samples yet: generate some first, or use another source.")
+            st.multiselect("Library samples", [s.id for s in samples],
+                                    default=[s.id for s in samples[: int(n_synthetic)]],
+                                    format_func={s.id: admin.library_label(s) for s in samples}.get,
+                                    key="survey_library_samples")
+        else:
+            st.text_input("Folder on the server with synthetic images", key="survey_synthetic_folder")
+    open_now = st.checkbox("Open for participants now", value=True, key="survey_open_now")
+
+    if st.button("Create survey", type="primary", key="survey_create"):
+        source_errors: list[str] = []
+
+        def gather(source, uploads_key, folder_key, n, what):
+            if source == admin.UPLOAD:
+                return [(f.name, f.getvalue()) for f in (st.session_state.get(uploads_key) or [])]
+            if source == admin.LIBRARY:
+                files, errors = admin.library_files(st.session_state.get("survey_library_samples") or [])
+                source_errors.extend(errors)
+                return files
+            folder = (st.session_state.get(folder_key) or "").strip()
+            if not folder:
+                source_errors.append(f"Give the server folder of the {what} images.")
+                return []
+            try:
+                return admin.folder_files(folder, limit=int(n))
+            except (OSError, ValueError) as exc:
+                source_errors.append(f"{what.capitalize()} images: {exc}")
+                return []
+
+        with st.spinner("Checking and normalising the images..."):
+            real_files = gather(real_source, "survey_real_files", "survey_real_folder", n_real, "real")
+            synthetic_files = gather(synthetic_source, "survey_synthetic_files", "survey_synthetic_folder",
+                                     n_synthetic, "synthetic")
+            result = admin.create_survey_from_files(
+                title, real_files, synthetic_files, n_real=int(n_real), n_synthetic=int(n_synthetic),
+                size=int(size), max_upload_mb=settings.max_upload_mb, open_now=open_now,
+                source_errors=source_errors)
+        if result.errors:
+            st.error("The survey was not created. Fix these and try again (your files are still here):\n\n"
+                     + "\n".join(f"- {e}" for e in result.errors))
+        else:
+            st.session_state[CREATED] = (title.strip(), result.token, result.notes)
+            st.rerun()
+
+# --------------------------------------------------------------------------------------------- surveys
+st.subheader("Surveys")
+surveys = repo.list_surveys()
+if not surveys:
+    st.info("No surveys yet: create one above, or a demo survey in one click.")
+base_path = st.get_option("server.baseUrlPath")
+for survey in surveys:
+    with st.container(border=True):
+        head, actions = st.columns([3, 2])
+        with head:
+            st.markdown(f"**{survey.title}**" + (" · demo" if survey.is_demo else ""))
+            st.caption(f"{survey.status} · {survey.item_count} images · {survey.participant_count} participants "
+                       f"({survey.finished_count} finished) · created {survey.created_at:%Y-%m-%d %H:%M} UTC")
+            st.code(admin.absolute_link(survey.token, st.context.url, base_path), language=None)
+        with actions:
+            a, b, c = st.columns(3)
+            if survey.status == "open":
+                if a.button("Close", key=f"close_{survey.id}", width="stretch"):
+                    repo.set_survey_status(survey.id, "closed")
+                    st.rerun()
+            elif a.button("Open", key=f"open_{survey.id}", width="stretch"):
+                repo.set_survey_status(survey.id, "open")
+                st.rerun()
+            if b.button("Duplicate", key=f"duplicate_{survey.id}", width="stretch",
+                        help="A new draft survey with the same images and no participants"):
+                repo.duplicate_survey(survey.id)
+                st.rerun()
+            if c.button("Results", key=f"results_{survey.id}", width="stretch"):
+                st.session_state["survey_results.survey_id"] = survey.id
+                st.switch_page(str(PAGES_DIR / "survey_results.py"))

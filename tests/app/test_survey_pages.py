@@ -1,0 +1,450 @@
+"""The survey pages under AppTest: the researcher gate, creating a survey, a participant's whole walk, blindness,
+results equal to sklearn, and an all-or-nothing CSV import."""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import cohen_kappa_score
+from streamlit.testing.v1 import AppTest
+
+from app import survey_participant as flow
+from app.survey_auth import ADMIN_PASSWORD_ENV
+from db import repository as repo
+from db.session import dispose_engines, init_db
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAIN = str(REPO_ROOT / "app" / "main.py")
+MANAGE, RESULTS = "../pages/survey_manage.py", "../pages/survey_results.py"
+PASSWORD = "correct horse battery staple"
+TRUTH_WORDS = re.compile(r"\b(real|synthetic)\b", re.IGNORECASE)
+
+
+@pytest.fixture
+def db_url(tmp_path, monkeypatch) -> str:
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'renal_ldm.sqlite3'}"
+    monkeypatch.setenv("RENAL_LDM_HOME", str(home))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("RENAL_LDM_SURVEY_ONLY", raising=False)
+    monkeypatch.delenv(ADMIN_PASSWORD_ENV, raising=False)
+    home.mkdir()
+    init_db(url)
+    yield url
+    dispose_engines()
+
+
+@pytest.fixture(autouse=True)
+def quick_clicks(monkeypatch):
+    """AppTest clicks within milliseconds of a redraw; the double-click guard is tested on its own."""
+    monkeypatch.setattr(flow, "MIN_VIEW_S", 0.0)
+
+
+@pytest.fixture
+def admin(db_url, monkeypatch) -> str:
+    monkeypatch.setenv(ADMIN_PASSWORD_ENV, PASSWORD)
+    return db_url
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    return at
+
+
+def signed_in(page: str) -> AppTest:
+    at = app()
+    at.switch_page(page).run()
+    at.text_input(key="survey_password").input(PASSWORD)
+    at.button[0].click().run()  # the form's Sign in
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> list[str]:
+    """Every text the page rendered (titles, markdown, alerts, captions, labels, options)."""
+    out = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "text", "info", "success", "warning",
+                 "error", "code"):
+        out += [str(e.value) for e in getattr(at, kind)]
+    for widget in list(at.button) + list(at.radio) + list(at.text_area) + list(at.text_input):
+        out.append(str(widget.label))
+    for radio in at.radio:
+        out += [str(o) for o in radio.options]
+    return out
+
+
+def png_bytes(seed: int, size=(40, 48)) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, format="PNG")
+    return out.getvalue()
+
+
+def make_survey(n_real=3, n_synthetic=3, title="Kidney study") -> tuple[str, int]:
+    from renal_ldm.survey_images import create_image_survey, normalise_upload
+
+    real = [normalise_upload(f"r{i}.png", png_bytes(i), 64).png for i in range(n_real)]
+    synthetic = [normalise_upload(f"s{i}.png", png_bytes(100 + i), 64).png for i in range(n_synthetic)]
+    token = create_image_survey(title, real, synthetic)
+    return token, repo.get_survey_by_token(token).id
+
+
+# ------------------------------------------------------------------------------------------ researcher gate
+
+
+def test_researcher_pages_without_password_env_show_only_instructions(db_url):
+    make_survey(title="Secret study title")
+    for page in (MANAGE, RESULTS):
+        at = app()
+        at.switch_page(page).run()
+        assert not at.exception
+        shown = "\n".join(texts(at))
+        assert ADMIN_PASSWORD_ENV in shown and "closed" in at.title[0].value
+        assert "Secret study title" not in shown
+        assert len(at.text_input) == 0 and len(at.button) == 0 and len(at.dataframe) == 0
+
+
+def test_wrong_password_shows_nothing(admin):
+    make_survey(title="Secret study title")
+    at = app()
+    at.switch_page(MANAGE).run()
+    at.text_input(key="survey_password").input("guess").run()
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."]
+    assert "Secret study title" not in "\n".join(texts(at))
+    assert len(at.dataframe) == 0 and not at.get("file_uploader")
+
+
+def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_path):
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for i in range(3):
+        Image.open(io.BytesIO(png_bytes(i, (300, 260)))).save(folder / f"real_{i}.jpg", quality=90)
+    at = signed_in(MANAGE)
+    assert at.title[0].value == "Manage surveys"
+    at.text_input(key="survey_title").input("Pilot").run()
+    at.radio(key="survey_real_source").set_value("Server folder").run()
+    at.text_input(key="survey_real_folder").input(str(folder)).run()
+    uploader = at.get("file_uploader")[0]
+    uploader.set_value([(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(2)]
+                       + [("notes.txt", b"not an image", "text/plain")]).run()
+    at.button(key="survey_create").click().run()
+    assert not at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert "notes.txt" in errors and "not an image" in errors and "expected an image file" in errors
+    assert repo.list_surveys() == []  # nothing created, nothing half-stored
+
+    at.get("file_uploader")[0].set_value(
+        [(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(3)]).run()
+    at.button(key="survey_create").click().run()
+    assert not at.exception and not at.error
+    (survey,) = repo.list_surveys()
+    assert (survey.title, survey.status, survey.item_count) == ("Pilot", "open", 6)
+    assert any(f"?survey={survey.token}" in s.value for s in at.success)
+    items = repo.survey_items_with_truth(survey.id)
+    assert sorted(i.truth for i in items) == ["real"] * 3 + ["synthetic"] * 3
+    for item in items:  # opaque names, one format and size
+        assert re.fullmatch(r"survey/[0-9a-f]{16}/[0-9a-f]{24}\.png", item.image_path)
+        with Image.open(Path(db_home()) / item.image_path) as im:
+            assert (im.format, im.size, im.mode) == ("PNG", (256, 256), "RGB")
+
+    at.button(key=f"close_{survey.id}").click().run()
+    assert repo.get_survey(survey.id).status == "closed"
+    at.button(key=f"duplicate_{survey.id}").click().run()
+    assert len(repo.list_surveys()) == 2
+
+
+def test_create_from_library_samples(admin, tmp_path):
+    import os
+
+    home = Path(os.environ["RENAL_LDM_HOME"])
+    (home / "samples").mkdir()
+    for i in range(3):
+        Image.open(io.BytesIO(png_bytes(i, (128, 128)))).save(home / "samples" / f"s{i}.png")
+        repo.add_sample(repo.NewSample(image_path=f"samples/s{i}.png", caption="Header.\nThere is a lot of Glomeruli "
+                                       "visible in the image.", model_name="tiny", seed=i, steps=2, guidance=1.5,
+                                       size=128))
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(2):
+        (real / f"{i}.png").write_bytes(png_bytes(10 + i, (100, 100)))
+    at = signed_in(MANAGE)
+    at.text_input(key="survey_title").input("From the Library").run()
+    at.radio(key="survey_real_source").set_value("Server folder").run()
+    at.text_input(key="survey_real_folder").input(str(real)).run()
+    at.radio(key="survey_synthetic_source").set_value("Library samples").run()
+    assert len(at.multiselect(key="survey_library_samples").value) == 3  # the newest N preselected
+    at.button(key="survey_create").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (survey,) = repo.list_surveys()
+    assert survey.item_count == 5
+    assert any("Only 2 real images given" in i.value for i in at.info)
+
+
+def db_home() -> str:
+    import os
+
+    return os.environ["RENAL_LDM_HOME"]
+
+
+def test_demo_button_creates_a_phantom_only_demo(admin, monkeypatch, tmp_path):
+    import time
+
+    import renal_ldm.paths
+    from app import survey_admin
+
+    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    original = survey_admin.start_demo_job
+    monkeypatch.setattr(survey_admin, "start_demo_job", lambda: original(n=2))  # 2 + 2 phantoms: quick
+    at = signed_in(MANAGE)
+    assert "phantom-only" in "\n".join(m.value for m in at.markdown)
+    at.button(key="survey_demo").click().run()
+    deadline = time.monotonic() + 60
+    while not repo.list_surveys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.3)
+    at.run()
+    assert not at.exception, at.exception
+    (survey,) = repo.list_surveys()
+    assert survey.is_demo and survey.item_count == 4 and survey.status == "open"
+    assert survey.title.startswith("Demo survey (phantom-only")
+    assert any(f"?survey={survey.token}" in s.value for s in at.success)
+
+
+# -------------------------------------------------------------------------------------------- participant
+
+
+def take_survey(token: str, experience: int = 3, answers=None, strategy="Looked at the nuclei.") -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["survey"] = token
+    at.run()
+    assert not at.exception, at.exception
+    assert at.markdown and "one at a time" in at.markdown[0].value
+    at.radio(key="survey_experience").set_value(experience)
+    at.button(key="survey_start").click().run()
+    resume = at.query_params.get("resume")
+    assert resume, "the resume token is put in the URL"
+    seen = []
+    rng = random.Random(0)
+    while at.get("progress"):
+        progress = at.get("progress")[0]
+        number = len(seen) + 1
+        assert progress.proto.text.endswith(f"{number} / 6") or f"{number} / 6" in progress.proto.text
+        label = (answers or {}).get(number) or rng.choice(["Real", "Synthetic"])
+        seen.append(label)
+        next(b for b in at.button if b.label == label).click().run()
+        assert not at.exception, at.exception
+    return at
+
+
+def test_participant_walks_experience_answers_strategy_thank_you(db_url):
+    token, survey_id = make_survey()
+    at = take_survey(token)
+    at.text_area(key="survey_strategy_text").input("Looked at the nuclei.")
+    at.button[0].click().run()  # Finish
+    assert any(flow.THANK_YOU in s.value for s in at.success)
+    answers = repo.survey_answers(survey_id)
+    assert len(answers) == 6 and {a.experience for a in answers} == {3}
+    resume = at.query_params["resume"]
+    p = repo.get_participant(resume)
+    assert p.finished and p.strategy == "Looked at the nuclei."
+
+
+def test_reload_resumes_at_next_unanswered_image(db_url):
+    token, survey_id = make_survey()
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["survey"] = token
+    at.run()
+    at.radio(key="survey_experience").set_value(2)
+    at.button(key="survey_start").click().run()
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Real").click().run()
+    resume = at.query_params["resume"]
+    fresh = AppTest.from_file(MAIN, default_timeout=60)  # a new browser session: only the URL survives
+    fresh.query_params["survey"] = token
+    fresh.query_params["resume"] = resume
+    fresh.run()
+    assert "3 / 6" in fresh.get("progress")[0].proto.text
+    assert repo.get_participant(resume).answered == 2
+
+
+def test_double_or_stale_click_records_one_answer_and_never_the_next_image(db_url, monkeypatch):
+    token, _ = make_survey()
+    resume = repo.start_participant(token, 3)
+    first = repo.next_unanswered_item(resume)
+    state = {flow.CURRENT: first.public_id}  # the page drew image 1
+    monkeypatch.setattr(flow.st, "session_state", state)
+    flow.on_answer(resume, first.public_id, "real")
+    flow.on_answer(resume, first.public_id, "synthetic")  # the second click of a double click
+    second = repo.next_unanswered_item(resume)
+    state[flow.CURRENT] = second.public_id  # the page now shows image 2
+    flow.on_answer(resume, first.public_id, "synthetic")  # a click queued on image 1's button
+    assert repo.get_participant(resume).answered == 1
+    assert [a.answer for a in repo.survey_answers(repo.get_survey_by_token(token).id)] == ["real"]
+    assert repo.record_answer(resume, first.public_id, "synthetic") is False  # and the repository agrees
+
+
+def test_click_right_after_an_image_is_drawn_is_ignored(db_url, monkeypatch):
+    import time
+
+    token, _ = make_survey()
+    resume = repo.start_participant(token, 3)
+    item = repo.next_unanswered_item(resume)
+    monkeypatch.setattr(flow, "MIN_VIEW_S", 0.4)
+    state = {}
+    monkeypatch.setattr(flow.st, "session_state", state)
+    flow.shown(item.public_id)
+    flow.on_answer(resume, item.public_id, "real")  # the tail of a double click on the previous image
+    assert repo.get_participant(resume).answered == 0
+    state[flow.SHOWN_AT] = time.monotonic() - 1.0
+    flow.on_answer(resume, item.public_id, "real")
+    assert repo.get_participant(resume).answered == 1
+
+
+def test_truth_never_reaches_participant_session_or_elements(db_url):
+    token, survey_id = make_survey()
+    truths = {i.public_id: i.truth for i in repo.survey_items_with_truth(survey_id)}
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["survey"] = token
+    at.run()
+    at.radio(key="survey_experience").set_value(1)
+    at.button(key="survey_start").click().run()
+
+    def check(at: AppTest) -> None:
+        state = at.session_state.to_dict()
+        dumped = repr(state)
+        assert not TRUTH_WORDS.search(dumped), dumped  # neither truth string, anywhere in the session
+        assert "survey/" not in dumped  # no file path either
+        shown = "\n".join(texts(at))
+        for fixed in sorted(flow.STATIC_TEXTS, key=len, reverse=True):
+            shown = shown.replace(fixed, "")
+        shown = shown.replace("Is this image real or synthetic?", "")
+        assert not TRUTH_WORDS.search(shown), shown
+        for image in at.get("imgs"):
+            for url in image.value:
+                assert url.startswith("/media/") and not any(p in url for p in truths)
+
+    check(at)
+    labels = ["Synthetic", "Real", "Real", "Synthetic", "Real", "Synthetic"]
+    for label in labels:
+        next(b for b in at.button if b.label == label).click().run()
+        check(at)
+    at.button[0].click().run()
+    check(at)
+
+
+def test_participant_session_sticks_to_the_survey_page(db_url, admin):
+    token, _ = make_survey()
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["survey"] = token
+    at.run()
+    at.query_params.clear()  # the participant edits the URL: still the survey page, nothing else reachable
+    at.run()
+    assert at.session_state[flow.PARTICIPANT] is True
+    assert at.radio(key="survey_experience")  # still the survey's start screen
+    try:
+        at.switch_page(MANAGE).run()
+    except ValueError:
+        pass  # the page is not even registered for this session
+    else:
+        assert not at.text_input and not at.get("file_uploader") and "Manage surveys" not in texts(at)
+
+
+def test_survey_only_mode_hosts_only_the_survey(db_url, monkeypatch):
+    monkeypatch.setenv("RENAL_LDM_SURVEY_ONLY", "1")
+    at = app()
+    assert flow.NO_LINK in "\n".join(texts(at))
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+def answer_directly(token: str, n_people: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    for person in range(n_people):
+        resume = repo.start_participant(token, experience=1 + person % 5, rng=rng)
+        while (item := repo.next_unanswered_item(resume)) is not None:
+            repo.record_answer(resume, item.public_id, rng.choice(["real", "synthetic"]))
+        repo.finish_participant(resume)
+
+
+def test_results_show_kappa_equal_to_sklearn(admin):
+    token, survey_id = make_survey()
+    answer_directly(token, 4)
+    at = signed_in(RESULTS)
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    by_person: dict[int, tuple[list[str], list[str]]] = {}
+    for a in repo.survey_answers(survey_id):
+        truth, given = by_person.setdefault(a.participant_id, ([], []))
+        truth.append(a.truth)
+        given.append(a.answer)
+    expected = {}
+    for pid, (truth, given) in by_person.items():
+        k = cohen_kappa_score(truth, given, labels=["real", "synthetic"])
+        expected[str(pid)] = None if np.isnan(k) else k
+    shown = dict(zip(table["participant"].astype(str), table["kappa"]))
+    assert set(shown) == set(expected)
+    for pid, k in expected.items():
+        if k is None:
+            assert shown[pid] is None or np.isnan(shown[pid])
+        else:
+            assert shown[pid] == pytest.approx(k, abs=1e-4)
+    defined = [k for k in expected.values() if k is not None]
+    mean = next(m for m in at.metric if m.label == "Mean kappa")
+    assert mean.value == f"{np.mean(defined):+.3f}"
+
+
+@pytest.mark.parametrize("case", ["one participant", "all same answer", "unanswered"])
+def test_results_degenerate_cases_render(admin, case):
+    token, survey_id = make_survey()
+    if case == "one participant":
+        answer_directly(token, 1)
+    else:
+        for _ in range(2):
+            resume = repo.start_participant(token, experience=3)
+            for i, item in enumerate(iter(lambda r=resume: repo.next_unanswered_item(r), None)):
+                if case == "unanswered" and i >= 2:
+                    break
+                repo.record_answer(resume, item.public_id, "real")
+    at = signed_in(RESULTS)
+    assert not at.exception, at.exception
+    assert at.metric and at.dataframe
+
+
+def test_results_with_no_answers_render(admin):
+    make_survey()
+    at = signed_in(RESULTS)
+    assert not at.exception and any("Nobody has answered" in i.value for i in at.info)
+
+
+def test_csv_import_with_a_malformed_row_shows_line_numbers_and_imports_nothing(admin):
+    _, survey_id = make_survey()
+    truth = {i.position + 1: i.truth for i in repo.survey_items_with_truth(survey_id)}
+    rows = ["participant,experience,question,truth,answer"]
+    rows += [f"p1,2,{q},{t},real" for q, t in truth.items()]
+    rows += [f"p2,4,{q},{t},synthetic" for q, t in truth.items()]
+    good = "\n".join(rows) + "\n"
+    bad_rows = rows.copy()
+    bad_rows[4] = bad_rows[4].replace(",real", ",maybe")  # line 5
+    bad_rows[9] = "p2,seven,3,real,real"  # line 10
+    at = signed_in(RESULTS)
+    at.get("file_uploader")[0].set_value(("answers.csv", "\n".join(bad_rows).encode(), "text/csv")).run()
+    at.button(key="survey_import").click().run()
+    assert not at.exception, at.exception
+    message = "\n".join(e.value for e in at.error)
+    assert "Nothing was imported" in message and "line 5:" in message and "line 10:" in message
+    assert "'maybe'" in message
+    assert repo.survey_answers(survey_id) == []
+
+    at.get("file_uploader")[0].set_value(("answers.csv", good.encode(), "text/csv")).run()
+    at.button(key="survey_import").click().run()
+    assert any("Imported 12 answers of 2 participants" in s.value for s in at.success)
+    assert len(repo.survey_answers(survey_id)) == 12
