@@ -40,7 +40,9 @@ elif screen.kind == "question":
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
         st.image(screen.image, width=512, output_format="PNG")  # the stored pixels, not a JPEG re-encode
-    with right:
+    with right, st.container(key="survey_answer_buttons"):
+        st.html("<style>.st-key-survey_answer_buttons button {min-height: 4.5rem;}"
+                ".st-key-survey_answer_buttons button p {font-size: 1.5rem;}</style>")
         st.markdown("#### Is this image real or synthetic?")
         for label, value in ((flow.REAL_LABEL, "real"), (flow.SYNTHETIC_LABEL, "synthetic")):
             st.button(
@@ -52,7 +54,7 @@ elif screen.kind == "question":
                 args=(resume_token or st.session_state.get(flow.RESUME), screen.item_public_id, value),
             )
         st.caption("No time limit. Your answer is saved when you click.")
-    progress.progress(screen.number / screen.total, text=f"{screen.number} / {screen.total}")
+    progress.progress((screen.number - 1) / screen.total, text=f"{screen.number} / {screen.total}")
 
 elif screen.kind == "strategy":
     st.success(f"You have answered all {screen.total} images.")
