@@ -326,6 +326,13 @@ class _Canvas:
     clearance: np.ndarray  # px from every second point to the nearest placed structure (capped)
     tissue: np.ndarray
     stamps: list
+    covered: float = 0.0  # visible structure pixels placed so far
+
+    @functools.cached_property
+    def tissue_px(self) -> int:
+        """Tissue pixels inside the patch (asked only once the tissue edge is set)."""
+        p = self.pad
+        return int(np.count_nonzero(self.tissue[p : p + self.height, p : p + self.width]))
 
     @classmethod
     def create(cls, height: int, width: int, targets: dict[int, float]) -> _Canvas:
@@ -512,7 +519,8 @@ def _pack(rng: np.random.Generator, canvas: _Canvas, kind: _Kind, target: float)
         r_area = math.sqrt((remaining + slack / 2) / (math.pi * mean_aspect))
         wish = min(rng.uniform(rmin, rmax), max(r_area, smallest))
         if r_area >= smallest:
-            found = _clear_point(rng, canvas, 0.5 * rmax, wish + gap, smallest + gap)
+            snug = remaining > 0.4 * (canvas.tissue_px - canvas.covered)  # crowded: pack tightly, else scatter
+            found = _clear_point(rng, canvas, 0.5 * rmax, wish + gap, smallest + gap, snug)
             if found is None:
                 break  # jammed: no room left for even the smallest structure of this kind
         else:  # less wanted than one whole structure: place one cut by the patch border
@@ -542,12 +550,14 @@ def _pack(rng: np.random.Generator, canvas: _Canvas, kind: _Kind, target: float)
         canvas.stamps.append(stamps)
         canvas.claim(outline, reach)
         placed += seen
+        canvas.covered += seen
 
 
-def _clear_point(rng, canvas: _Canvas, margin: float, room: float, least: float) -> tuple[float, float, float] | None:
+def _clear_point(rng, canvas: _Canvas, margin: float, room: float, least: float, snug: bool = False):
     """A random tissue point (in the patch or up to `margin` px beyond it) with clearance >= room, or else one
     with the most clearance if that is at least `least`; returns (y, x, clearance), or None when nothing has
-    `least` (the kind is jammed). Points lie on the clearance grid."""
+    `least` (the kind is jammed). snug picks the tightest fit (dense packing) instead of a random one (an even
+    scatter). Points lie on the clearance grid."""
     p, g = canvas.pad, _GRID
     y0 = x0 = int(max(p - margin, 0)) // g
     y1 = int(min(p + canvas.height + margin, canvas.shape[0])) // g
@@ -555,7 +565,7 @@ def _clear_point(rng, canvas: _Canvas, margin: float, room: float, least: float)
     iy, ix = rng.integers(y0, y1, 96), rng.integers(x0, x1, 96)
     clear = np.where(canvas.tissue[iy * g, ix * g], canvas.clearance[iy, ix], 0)
     fits = np.where(clear >= room, clear, np.inf)
-    i = int(np.argmin(fits))  # the snuggest fit packs tightest
+    i = int(np.argmin(fits)) if snug else int(np.argmax(np.isfinite(fits)))  # tightest, or first that fits
     if not np.isfinite(fits[i]):
         i = int(np.argmax(clear))  # nothing that big fits: the roomiest probe, for a smaller structure
     if clear[i] >= least:
