@@ -62,6 +62,23 @@ def image_files(folder, prefix: str, fmt: str, n: int, seed: int) -> list[str]:
     return paths
 
 
+def upload(page, index: int, paths: list[str]) -> None:
+    """Put files into the index-th file uploader and wait until the page shows them all (one retry: an upload
+    that lands while the page is being redrawn can be dropped by the browser)."""
+    names = [p.rsplit("/", 1)[-1] for p in paths]
+    for attempt in range(2):
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").nth(index).set_input_files(paths)
+        try:
+            for name in names:
+                page.get_by_text(name, exact=True).wait_for(timeout=10_000)
+            wait_for_app(page)
+            return
+        except Exception:  # noqa: BLE001
+            if attempt:
+                raise
+            wait_for_app(page)
+
+
 def start_participant(page, link: str, experience: str = "3") -> None:
     page.goto(link)
     wait_for_app(page)
@@ -139,11 +156,10 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
         # --- the researcher creates a survey through the form: 3 JPEG real + 3 PNG synthetic uploads
         sign_in(page, f"{server.url}/survey_manage")
         page.get_by_label("Title").fill(TITLE)
-        uploads = page.locator("[data-testid='stFileUploaderDropzoneInput']")
-        uploads.nth(0).set_input_files(image_files(tmp_path / "real", "real", "JPEG", 3, seed=1))
-        page.get_by_text("real_2.jpg").wait_for()
-        uploads.nth(1).set_input_files(image_files(tmp_path / "synthetic", "synthetic", "PNG", 3, seed=2))
-        page.get_by_text("synthetic_2.png").wait_for()
+        page.get_by_label("Title").press("Enter")  # commit the text before the uploads rerun the page
+        wait_for_app(page)
+        upload(page, 0, image_files(tmp_path / "real", "real", "JPEG", 3, seed=1))
+        upload(page, 1, image_files(tmp_path / "synthetic", "synthetic", "PNG", 3, seed=2))
         wait_for_app(page)
         page.get_by_role("button", name="Create survey").click()
         page.locator("[data-testid='stAlertContentSuccess']").filter(has_text="Created survey").wait_for()
