@@ -109,6 +109,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, help="image side (default: the config's)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads in both variants (default: torch's)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,21 +118,27 @@ def main() -> int:
 
         args.size = get_config(args.config).image_size
     if args.mode:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         worker(args)
         return 0
     print(f"setting: {args.config} config, batch {args.batch}, {args.size} px, {args.steps} timed steps after "
-          f"{args.warmup} warm-up, fp32 CPU, randomly initialised weights")
+          f"{args.warmup} warm-up (median counts), fp32 CPU, threads {args.threads or 'default'}, "
+          "randomly initialised weights")
     results = {}
     with tempfile.TemporaryDirectory(prefix="renal-ldm-train-bench-") as tmp:
         for mode in ("bare", "product"):
             cmd = [sys.executable, __file__, "--mode", mode, "--out", tmp, "--config", args.config,
                    "--batch", str(args.batch), "--size", str(args.size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
+                   "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
             subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
             results[mode] = json.loads((Path(tmp) / f"{mode}.json").read_text())
-    print(f"\n{'variant':<10}{'samples/s':>11}{'peak RSS':>11}")
+    print(f"\n{'variant':<10}{'samples/s':>11}{'peak RSS':>11}   per-step samples/s")
     for mode, r in results.items():
-        print(f"{mode:<10}{r['samples_per_s']:>11.2f}{r['peak_rss_mb']:>9.0f}MB")
+        per_step = ", ".join(f"{x:.2f}" for x in r["all"])
+        print(f"{mode:<10}{r['samples_per_s']:>11.2f}{r['peak_rss_mb']:>9.0f}MB   {per_step}")
     bare, product = results["bare"], results["product"]
     print(f"\nproduct / bare samples/s: {product['samples_per_s'] / bare['samples_per_s']:.2f}x "
           "(1.0 = no loop overhead; the product also encodes each batch with the frozen VQ encoder)")

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
     p.add_argument("--out", required=True, help="output folder: PNGs, JSON sidecars, manifest.csv")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the core count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from renal_ldm.models.checkpoint import load_model
     from renal_ldm.sample import Sampler, SampleRequest, default_device, resolve_model_dir, write_samples
 
+    import torch
+
     caption = caption_from_args(args.caption, args.levels)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
     model_dir = resolve_model_dir(args.model)
     device = args.device or default_device()
     model = load_model(model_dir, device=device, require_unet=True)

@@ -114,6 +114,16 @@ def test_batched_cfg_equals_two_separate_passes(sampler):
     assert (fused - latents).abs().max().item() < 1e-5 * scale
 
 
+def test_text_kv_cache_leaves_pixels_unchanged(sampler, tiny_model_dir):
+    plain = Sampler(load_model(tiny_model_dir), device="cpu", cache_context=False)
+    for x, y in zip(sampler.sample(_request(n=3)), plain.sample(_request(n=3)), strict=True):
+        np.testing.assert_array_equal(x.array, y.array)
+    # Layouts differ in float rounding only (oneDNN picks other kernels for NCHW).
+    nchw = Sampler(load_model(tiny_model_dir), device="cpu", channels_last=False)
+    for x, y in zip(sampler.sample(_request(n=3)), nchw.sample(_request(n=3)), strict=True):
+        assert np.abs(x.array.astype(int) - y.array).max() <= 1
+
+
 def test_guidance_one_runs_only_the_conditional_half(sampler):
     calls = []
     handle = sampler.model.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
