@@ -54,6 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=2.5e-5, help="AdamW learning rate (default 2.5e-5)")
     p.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default 1000)")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="probability of training on \"\" (default 0.1)")
+    p.add_argument("--latent-cache-mb", type=int, default=1024,
+                   help="memory for cached VQ latents of seen (flipped) images; 0 encodes every batch (default 1024)")
     p.set_defaults(func=run_train, max_steps_default=10000)
 
 
@@ -108,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
         ema=args.ema,
         ema_decay=args.ema_decay,
         checkpoint_every=args.checkpoint_every,
+        latent_cache_mb=args.latent_cache_mb,
         mixed_precision=args.mixed_precision,
         seed=args.seed,
         num_workers=args.workers,

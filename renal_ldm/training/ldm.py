@@ -3,7 +3,8 @@
 Method (reference study, ARCHITECTURE.md): AdamW lr 2.5e-5 with 1000 linear warm-up steps, epsilon MSE with
 t uniform over the 1000 training steps, captions dropped to "" with p = 0.1 (so the unconditional branch
 that sampling uses is trained), random horizontal / vertical flips, gradient norm clipped to 1.0, fp32 (fp16
-is refused, bf16 is opt-in on CUDA), optional EMA of the weights. Everything goes through accelerate's
+is refused, bf16 is opt-in on CUDA), optional EMA of the weights. The VQ encoder and the text encoder are
+frozen; caption states are cached per caption and latents per distinct flipped image (LatentCache). Everything goes through accelerate's
 Accelerator, so `accelerate launch -m renal_ldm.cli train ...` trains on several GPUs unchanged.
 
 Run directory:
@@ -23,6 +24,7 @@ A resumed run gives the same per-step losses as an uninterrupted one with the sa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import shutil
 import time
@@ -65,7 +67,7 @@ METRICS = "metrics.jsonl"
 TRAINING_STATE = "training_state.pt"
 # Settings that must not change when a run is resumed (the losses would no longer match the first run).
 RESUME_KEYS = ("config", "text_encoder", "seed", "batch_size", "data_fingerprint", "vae_fingerprint",
-               "caption_dropout", "flip", "warmup_steps", "lr", "num_processes", "ema")
+               "caption_dropout", "flip", "warmup_steps", "lr", "num_processes", "ema", "latent_cache")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class LDMTrainSettings:
     ema: bool = False
     ema_decay: float = 0.9999
     checkpoint_every: int = 500
+    latent_cache_mb: int = 1024  # frozen-VQ latents kept per distinct (flipped) image; 0 encodes every batch
     mixed_precision: str = "no"
     seed: int = 0
     num_workers: int = 0
@@ -106,6 +109,47 @@ def diffusion_loss(unet, noisy: torch.Tensor, timesteps: torch.Tensor, context: 
 def encode_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
     """(B, T, D): each caption encoded alone (cached), so its states never depend on the batch it came in."""
     return torch.cat([encoder.encode([c]) for c in captions])
+
+
+class LatentCache:
+    """Latents of the frozen VQ encoder, keyed by the content of the (already flipped) image.
+
+    The encoder is the most expensive part of a step for small UNets (a 128 px image is encoded at full
+    resolution), and a data set shows the same few thousand images, times four flips, over and over. Keying
+    by content (blake2b of the pixels) needs no assumption about the data set: an image that changed is a new
+    key. Each image is encoded alone, so its latent never depends on the batch it first came in, which keeps
+    resumed runs exact. Stops adding entries at max_bytes; latents live on the training device.
+    """
+
+    def __init__(self, vae, scaling_factor: float, max_bytes: int) -> None:
+        self.vae = vae
+        self.scaling_factor = scaling_factor
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._store: dict[bytes, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        if self.max_bytes <= 0:
+            return self.vae.encode(images).latents * self.scaling_factor
+        host = images.detach().float().cpu().contiguous().numpy()
+        out = []
+        for i, pixels in enumerate(host):
+            key = hashlib.blake2b(pixels.tobytes(), digest_size=20, person=str(pixels.shape).encode()[:16]).digest()
+            latent = self._store.get(key)
+            if latent is None:
+                self.misses += 1
+                latent = self.vae.encode(images[i : i + 1]).latents[0] * self.scaling_factor
+                size = latent.numel() * latent.element_size()
+                if self.bytes + size <= self.max_bytes:
+                    self._store[key] = latent
+                    self.bytes += size
+            else:
+                self.hits += 1
+            out.append(latent)
+        return torch.stack(out)
 
 
 def _load_vae(vae: str | Path | LatentDiffusionModel) -> LatentDiffusionModel:
@@ -138,6 +182,7 @@ def _run_settings(config: ModelConfig, encoder_spec: str, context_dim: int, sett
         "caption_dropout": settings.caption_dropout,
         "flip": settings.flip,
         "ema": settings.ema,
+        "latent_cache": settings.latent_cache_mb > 0,  # per-image vs batched encoding: float rounding differs
         "data_fingerprint": data_fingerprint,
         "vae": str(vae_model.path) if vae_model.path else None,
         "vae_fingerprint": vae_model.fingerprint,
@@ -237,6 +282,7 @@ def train_ldm(
         unet = build_unet(config, context_dim)
     unet.requires_grad_(True)
     vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
+    latent_cache = LatentCache(vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20)
     noise_scheduler = build_noise_scheduler(config)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     num_train_timesteps = config.noise.num_train_timesteps
@@ -329,8 +375,7 @@ def train_ldm(
             drop = torch.rand(b, generator=generator) < settings.caption_dropout
             captions = [UNCONDITIONAL_CAPTION if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
             context = encode_captions(encoder, captions).to(device)
-            with torch.no_grad():
-                latents = vae_module.encode(images).latents * config.autoencoder.scaling_factor
+            latents = latent_cache.encode(images)
             noise = torch.randn(latents.shape, generator=generator).to(device)
             timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
             a = alphas_cumprod[timesteps].view(b, 1, 1, 1)

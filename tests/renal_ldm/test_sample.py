@@ -24,6 +24,17 @@ from renal_ldm.sample import (
 )
 from renal_ldm.text import get_text_encoder
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers make 2 threads
+    many times slower than 1; restored afterwards so other test modules are unaffected."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield previous
+    torch.set_num_threads(previous)
+
+
 STEPS = 4
 
 
@@ -84,6 +95,16 @@ def test_image_regenerated_alone_equals_its_batch_version(sampler, scheduler, et
         alone = sampler.sample(_request(n=1, seed=3 + i, scheduler=scheduler, eta=eta))[0]
         assert alone.seed == batch[i].seed
         np.testing.assert_array_equal(alone.array, batch[i].array)
+
+
+def test_regenerated_alone_equals_batch_at_the_default_thread_count(sampler, _one_torch_thread):
+    torch.set_num_threads(_one_torch_thread)  # the count users run with (kernels differ by thread count)
+    try:
+        batch = sampler.sample(_request(n=3, batch_size=3))
+        alone = sampler.sample(_request(n=1, seed=5))[0]
+    finally:
+        torch.set_num_threads(1)
+    np.testing.assert_array_equal(alone.array, batch[2].array)
 
 
 def test_eta_noise_changes_the_images(sampler):
@@ -212,6 +233,7 @@ def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp
         (["--scheduler", "dpmpp", "--eta", "0.5"], "eta applies to the ddim scheduler only"),
     ],
 )
+
 def test_cli_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) if "not allowed" in message else _no_raise():
         code = cli_main(["sample", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), *args])
