@@ -5,7 +5,7 @@ t uniform over the 1000 training steps, captions dropped to "" with p = 0.1 (so 
 that sampling uses is trained), random horizontal / vertical flips, gradient norm clipped to 1.0, fp32 (fp16
 is refused, bf16 is opt-in on CUDA), optional EMA of the weights. The VQ encoder and the text encoder are
 frozen; caption states are cached per caption and latents per distinct flipped image (LatentCache). Everything goes through accelerate's
-Accelerator, so `accelerate launch -m renal_ldm.cli train ...` trains on several GPUs unchanged.
+Accelerator, so `accelerate launch -m renal_ldm train ...` trains on several GPUs unchanged.
 
 Run directory:
 
