@@ -37,7 +37,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -443,7 +443,3 @@ def resolve_model_dir(model: str | Path | None) -> Path:
         "`renal-ldm train-vae --data DIR --out VAE` then `renal-ldm train --data DIR --vae VAE --out RUN`, "
         "and pass --model RUN/model"
     )
-
-
-def request_params(request: SampleRequest) -> dict[str, Any]:
-    return asdict(request)
