@@ -11,11 +11,11 @@ from app.model_choices import NO_MODEL_HELP, available_models, register_checkpoi
 from app.pages_registry import page_file
 from db import repository as repo
 from renal_ldm.captions import GENERATING_CAPTION
+from renal_ldm.models.configs import SCHEDULERS
 from renal_ldm.paths import data_home
 from renal_ldm.sample import DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_STEPS, SampleRequest
 
 COMPOSED, PRESET, FREE_TEXT = "Composed caption", "Preset", "Free text"
-SCHEDULERS = ["ddim", "dpmpp"]
 SCHEDULER_NAMES = {"ddim": "DDIM", "dpmpp": "DPM-Solver++"}
 RANDOM, FIXED = "Random", "Fixed"
 MAX_IMAGES = 64

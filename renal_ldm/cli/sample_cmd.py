@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from renal_ldm.models.build import SCHEDULERS
+from renal_ldm.models.configs import SCHEDULERS
 
 
 def register(subparsers) -> None:

@@ -14,9 +14,7 @@ from diffusers import (
     VQModel,
 )
 
-from renal_ldm.models.configs import ModelConfig
-
-SCHEDULERS = ("ddim", "dpmpp")
+from renal_ldm.models.configs import SCHEDULERS, ModelConfig
 
 
 def build_vae(config: ModelConfig) -> VQModel:

@@ -11,6 +11,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+SCHEDULERS: tuple[str, ...] = ("ddim", "dpmpp")
+"""Samplers offered over the training schedule: DDIM (the reference) and DPM-Solver++ (fewer steps)."""
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
