@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from renal_ldm.classes import BACKGROUND_ID, MAX_LABEL, OTHER_TISSUE_ID, TISSUE_CLASSES, by_name, palette
 
-Image.MAX_IMAGE_PIXELS = None  # masks of whole slides are legitimately huge; they are read, not decoded twice
+LARGE_IMAGE_HINT = "save very large masks and slides as tiled TIFF, which is read region by region"
 
 
 def read_mask_image(path: str | Path) -> np.ndarray:
@@ -25,6 +25,8 @@ def read_mask_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return mask_pixels(img)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: too many pixels to decode as one image ({exc}); {LARGE_IMAGE_HINT}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: not a readable image file ({exc})") from None
 

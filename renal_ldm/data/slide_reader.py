@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from renal_ldm.data.masks import mask_pixels  # also lifts PIL's pixel limit for huge masks
+from renal_ldm.data.masks import LARGE_IMAGE_HINT, mask_pixels
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 _CHUNK_CACHE_BYTES = 64 * 2**20
@@ -192,6 +192,8 @@ class PilReader(RegionReader):
         try:
             self._img = Image.open(self.path)
             self._img.load()  # decodes once; PIL then closes the file
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"{self.path}: too many pixels to decode as one image ({exc}); {LARGE_IMAGE_HINT}") from None
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{self.path}: not a readable image file ({exc})") from None
         self._set_levels([self._img.size])
