@@ -14,14 +14,7 @@ from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_m
 from renal_ldm.models.configs import MODEL_CONFIGS, ModelConfig, get_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers make 2 threads
-    many times slower than 1; restored afterwards so other test modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield previous
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONTEXT = 24
 

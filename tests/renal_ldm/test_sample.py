@@ -25,14 +25,7 @@ from renal_ldm.sample import (
 from renal_ldm.text import get_text_encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers make 2 threads
-    many times slower than 1; restored afterwards so other test modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield previous
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 STEPS = 4
@@ -97,8 +90,8 @@ def test_image_regenerated_alone_equals_its_batch_version(sampler, scheduler, et
         np.testing.assert_array_equal(alone.array, batch[i].array)
 
 
-def test_regenerated_alone_equals_batch_at_the_default_thread_count(sampler, _one_torch_thread):
-    torch.set_num_threads(_one_torch_thread)  # the count users run with (kernels differ by thread count)
+def test_regenerated_alone_equals_batch_at_the_default_thread_count(sampler, one_torch_thread):
+    torch.set_num_threads(one_torch_thread)  # the count users run with (kernels differ by thread count)
     try:
         batch = sampler.sample(_request(n=3, batch_size=3))
         alone = sampler.sample(_request(n=1, seed=5))[0]

@@ -27,14 +27,7 @@ from renal_ldm.training import (
 from renal_ldm.training.common import read_jsonl
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers make 2 threads
-    many times slower than 1; restored afterwards so other test modules are unaffected."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield previous
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CAPTIONS = [
     GENERATING_CAPTION,
