@@ -132,7 +132,7 @@ def _binary_to_labels(arr: np.ndarray, class_name: str, zero_is_background: bool
         raise ValueError(f"binary class must be a tissue class, not {cls.name!r}")
     gray = arr.max(axis=2) if arr.ndim == 3 else arr
     values = np.unique(gray)
-    if values.size > 2:
+    if values.size > 2 or (values.size == 2 and values[0] != 0):
         shown = ", ".join(str(v) for v in values[:12].tolist()) + (" ..." if values.size > 12 else "")
         raise ValueError(f"binary mask holds {values.size} distinct values ({shown}); expected zero and one non-zero value")
     zero_label = BACKGROUND_ID if zero_is_background else OTHER_TISSUE_ID

@@ -97,6 +97,8 @@ def test_photograph_is_refused(tmp_path):
 def test_binary_mask_with_more_than_two_values_and_background_class_are_refused():
     with pytest.raises(ValueError, match="3 distinct values"):
         to_label_mask(np.array([[0, 1, 2]], np.uint8), binary_class="Glomeruli")
+    with pytest.raises(ValueError, match=r"2 distinct values \(128, 255\)"):  # two non-zero values, no zero
+        to_label_mask(np.array([[128, 255]], np.uint8), binary_class="Glomeruli")
     with pytest.raises(ValueError, match="tissue class"):
         to_label_mask(np.array([[0, 1]], np.uint8), binary_class=TISSUE_CLASSES[0].name)
 
