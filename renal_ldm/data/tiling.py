@@ -147,6 +147,7 @@ class _Output:
         self.images, self.masks, self.captions = root / IMAGES_DIR, root / MASKS_DIR, root / CAPTIONS_FILE
         self.rows: list[dict] = []
         self.files: list[Path] = []
+        self.backup: Path | None = None  # the replaced data set, kept until this run commits
         if root.exists() and not root.is_dir():
             raise NotADirectoryError(f"output {root} exists and is not a folder")
         if root.is_dir() and any(root.iterdir()):
@@ -162,11 +163,13 @@ class _Output:
                 )
 
     def prepare(self) -> None:
-        if self.replace:
-            for sub in (self.images, self.masks):
-                shutil.rmtree(sub, ignore_errors=True)
-            for path in (self.captions, self.root / CACHE_FILE):
-                path.unlink(missing_ok=True)
+        if self.replace:  # set aside, not deleted: a run that fails half-way (e.g. a bad mask region) restores it
+            self.backup = self.root / f".{IMAGES_DIR}-replaced.{os.getpid()}"
+            shutil.rmtree(self.backup, ignore_errors=True)
+            self.backup.mkdir()
+            for path in self._replaced():
+                if path.exists():
+                    os.replace(path, self.backup / path.name)
         self.images.mkdir(parents=True, exist_ok=True)
         if self.with_masks:
             self.masks.mkdir(exist_ok=True)
@@ -199,21 +202,38 @@ class _Output:
                 }
             )
 
+    def _replaced(self) -> tuple[Path, ...]:
+        return (self.images, self.masks, self.captions, self.root / CACHE_FILE)
+
     def commit(self) -> None:
         """captions.jsonl is replaced in one step, with earlier slides' rows kept in front."""
-        if not self.with_masks:
-            return
-        old = self.captions.read_text(encoding="utf-8") if self.captions.is_file() else ""
-        if old and not old.endswith("\n"):
-            old += "\n"
-        tmp = self.root / f"{CAPTIONS_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
-        os.replace(tmp, self.captions)
+        if self.with_masks:
+            old = self.captions.read_text(encoding="utf-8") if self.captions.is_file() else ""
+            if old and not old.endswith("\n"):
+                old += "\n"
+            tmp = self.root / f"{CAPTIONS_FILE}.{os.getpid()}.tmp"
+            tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
+            os.replace(tmp, self.captions)
+        if self.backup is not None:
+            shutil.rmtree(self.backup, ignore_errors=True)
+            self.backup = None
 
     def rollback(self) -> None:
-        """Remove exactly the files this run wrote; earlier slides of an appended data set stay."""
+        """Remove exactly the files this run wrote; earlier slides of an appended data set stay, and a data set
+        this run was replacing is put back."""
         for path in self.files:
             path.unlink(missing_ok=True)
+        if self.backup is not None:
+            for path in self._replaced():
+                kept = self.backup / path.name
+                if kept.exists():
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                    os.replace(kept, path)
+            shutil.rmtree(self.backup, ignore_errors=True)
+            self.backup = None
 
 
 def _grid(reader: RegionReader, level: int, size: int, stride: int) -> Iterator[tuple[int, int]]:

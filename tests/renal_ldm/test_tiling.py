@@ -149,6 +149,16 @@ def test_refusals(slide, tmp_path):
     with pytest.raises(ValueError, match="not the slide"):
         tile_slide(slide / "s.tif", tmp_path / "f", mask=bad_mask, overwrite=True)
     assert len(list((tmp_path / "f" / "images").iterdir())) == kept == 8  # a refused overwrite deletes nothing
+    late_bad = mask_labels()
+    late_bad[-8:, -8:] = 9  # an unknown label found only at the last patch, after the old set was set aside
+    Image.fromarray(late_bad).save(tmp_path / "late_bad.png")
+    captions = (tmp_path / "f" / "captions.jsonl").read_text()
+    with pytest.raises(ValueError, match="outside 0..7"):
+        tile_slide(slide / "s.tif", tmp_path / "f", mask=tmp_path / "late_bad.png", level=1, size=128, min_tissue=0,
+                   overwrite=True)
+    assert len(list((tmp_path / "f" / "images").iterdir())) == len(list((tmp_path / "f" / "masks").iterdir())) == 8
+    assert (tmp_path / "f" / "captions.jsonl").read_text() == captions  # a failed overwrite restores the old set
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["captions.jsonl", "images", "masks"]
 
 
 def test_cli_refuses_to_overwrite_then_overwrites_and_appends(slide, tmp_path, capsys):
