@@ -224,6 +224,9 @@ def _manifest_pairs(manifest: Path) -> list[tuple[Path, Path | None, str | None]
             raise ValueError(f"{where}: not JSON ({exc.msg}); expected one object per line") from None
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object with \"image\" and \"mask\" or \"caption\"")
+        for key in ("image", "mask", "file"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise ValueError(f"{where}: \"{key}\" must be a file path (a string); got {row[key]!r}")
         if "image" in row:
             image = root / row["image"]
             mask = root / row["mask"] if row.get("mask") else None

@@ -135,6 +135,8 @@ def test_manifest_errors_name_the_line(tmp_path):
         json.dumps({"image": "images/000.png"}): "neither \"mask\" nor \"caption\"",
         json.dumps({"mask": "masks/000.png"}): "no \"image\"",
         json.dumps({"image": "images/404.png", "caption": "x"}): "image file not found",
+        json.dumps({"image": 7, "caption": "x"}): "\"image\" must be a file path \\(a string\\); got 7",
+        json.dumps({"image": "images/000.png", "mask": ["m.png"]}): "\"mask\" must be a file path",
     }
     for line, message in cases.items():
         (tmp_path / "m.jsonl").write_text(line + "\n")
