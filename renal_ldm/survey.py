@@ -177,7 +177,13 @@ def _read_text(source: str | os.PathLike | bytes | IO) -> str:
     elif isinstance(source, str) and ("\n" in source or "\r" in source):
         text = source
     elif isinstance(source, (str, os.PathLike)):
-        text = Path(source).read_bytes().decode("utf-8-sig")
+        path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"survey responses {str(path)!r} is a folder; expected a CSV file")
+        try:
+            text = path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"survey responses {str(path)!r} is not UTF-8 text ({exc}); expected a CSV file") from None
     else:
         raise ValueError(f"cannot read survey responses from a {type(source).__name__}")
     return text.removeprefix("\ufeff")

@@ -445,3 +445,14 @@ def test_cli_malformed_file_exits_2_with_one_line(tmp_path, capsys):
 def test_cli_missing_file_exits_2(tmp_path, capsys):
     assert main(["survey-stats", "--responses", str(tmp_path / "nope.csv")]) == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+def test_cli_folder_or_binary_file_exits_2_naming_it(tmp_path, capsys):
+    assert main(["survey-stats", "--responses", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; expected a CSV file" in err and str(tmp_path) in err and "Traceback" not in err
+    binary = tmp_path / "answers.xlsx"
+    binary.write_bytes(b"PK\x03\x04\xff\xfe\x00")
+    assert main(["survey-stats", "--responses", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert "answers.xlsx" in err and "not UTF-8 text" in err
