@@ -73,6 +73,9 @@ def library_files(sample_ids: Iterable[int]) -> tuple[list[tuple[str, bytes]], l
     for sample_id in sample_ids:
         try:
             sample = repo.get_sample(int(sample_id))
+            if sample is None:  # deleted from the Library since it was picked (another tab, another user)
+                errors.append(f"Library sample #{sample_id}: no longer in the Library (deleted); pick another")
+                continue
             files.append((f"Library sample #{sample.id}", read_image_bytes(sample.image_path)))
         except (ValueError, OSError) as exc:
             errors.append(f"Library sample #{sample_id}: cannot be read ({exc})")
