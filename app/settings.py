@@ -18,8 +18,21 @@ class AppSettings:
     max_upload_mb: int
 
 
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"environment variable {name}={raw!r} must be a positive whole number (default {default})")
+    return value
+
+
 def load_settings() -> AppSettings:
     return AppSettings(
         survey_only=_flag("RENAL_LDM_SURVEY_ONLY"),
-        max_upload_mb=int(os.environ.get("RENAL_LDM_MAX_UPLOAD_MB", "20")),
+        max_upload_mb=_positive_int("RENAL_LDM_MAX_UPLOAD_MB", 20),
     )

@@ -49,12 +49,13 @@ from PIL import Image
 from renal_ldm import __version__
 from renal_ldm.models.build import SCHEDULERS, build_sampling_scheduler
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
+from renal_ldm.models.configs import SAMPLING
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 1.5
-DEFAULT_SCHEDULER = "ddim"
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_STEPS = SAMPLING.steps
+DEFAULT_GUIDANCE = SAMPLING.guidance
+DEFAULT_SCHEDULER = SAMPLING.scheduler
+DEFAULT_BATCH_SIZE = SAMPLING.batch_size
 MAX_STEPS = 1000
 MANIFEST_CSV = "manifest.csv"
 

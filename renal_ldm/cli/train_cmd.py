@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from renal_ldm.models.configs import MODEL_CONFIGS
+from renal_ldm.models.configs import MODEL_CONFIGS, TRAINING
 
 
 def _positive_int(text: str) -> int:
@@ -53,10 +53,12 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=500, help="write a resumable checkpoint every N steps")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights; RUN/model gets the EMA weights")
-    p.add_argument("--ema-decay", type=float, default=0.9999)
-    p.add_argument("--lr", type=float, default=2.5e-5, help="AdamW learning rate (default 2.5e-5)")
-    p.add_argument("--warmup-steps", type=int, default=1000, help="linear warm-up steps (default 1000)")
-    p.add_argument("--caption-dropout", type=float, default=0.1, help="probability of training on \"\" (default 0.1)")
+    p.add_argument("--ema-decay", type=float, default=TRAINING.ema_decay, help="EMA decay (default %(default)s)")
+    p.add_argument("--lr", type=float, default=TRAINING.lr, help="AdamW learning rate (default %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=TRAINING.warmup_steps,
+                   help="linear warm-up steps (default %(default)s)")
+    p.add_argument("--caption-dropout", type=float, default=TRAINING.caption_dropout,
+                   help="probability of training on \"\" (default %(default)s)")
     p.add_argument("--latent-cache-mb", type=int, default=1024,
                    help="memory for cached VQ latents of seen (flipped) images; 0 encodes every batch (default 1024)")
     p.set_defaults(func=run_train, max_steps_default=10000)

@@ -16,6 +16,32 @@ SCHEDULERS: tuple[str, ...] = ("ddim", "dpmpp")
 
 
 @dataclass(frozen=True)
+class ReferenceSampling:
+    """Sampling settings of the reference study: DDIM, 50 steps, eta 0, guidance 1.5 with "" unconditional."""
+
+    scheduler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    guidance: float = 1.5
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class ReferenceTraining:
+    """LDM training settings of the reference study (fp32 only; see renal_ldm.training)."""
+
+    lr: float = 2.5e-5
+    warmup_steps: int = 1000
+    caption_dropout: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+
+
+SAMPLING = ReferenceSampling()
+TRAINING = ReferenceTraining()
+
+
+@dataclass(frozen=True)
 class AutoencoderConfig:
     """VQ first stage. Downsampling factor = 2 ** (len(block_out_channels) - 1): three levels give f = 4."""
 
