@@ -171,7 +171,8 @@ with settings:
             disabled=scheduler != "ddim",
         )
 
-    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="gen.submit"):
+    no_preset = source == PRESET and not caption
+    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="gen.submit", disabled=no_preset):
         seed = random_seed() if seed_mode == RANDOM else int(seed_input)
         request = SampleRequest(
             caption=caption,
