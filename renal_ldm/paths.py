@@ -7,7 +7,9 @@ from pathlib import Path
 
 HOME_ENV = "RENAL_LDM_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL_DIR = REPO_ROOT / "models" / "demo"
+DEMO_MODEL_ENV = "RENAL_LDM_DEMO_MODEL"
+DEMO_MODEL_DIR = Path(os.environ.get(DEMO_MODEL_ENV) or REPO_ROOT / "models" / "demo").expanduser()
+"""The default model of the app and the CLI: the shipped checkpoint, or another folder named by RENAL_LDM_DEMO_MODEL."""
 
 
 def data_home() -> Path:

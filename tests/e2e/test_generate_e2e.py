@@ -32,7 +32,9 @@ def server(tmp_path_factory):
     from db.session import dispose_engines, init_db
 
     model_dir = build_tiny_checkpoint(tmp_path_factory.mktemp("e2e_tiny") / "model")
-    server = start_app_server(tmp_path_factory.mktemp("generate_home"))
+    # Only the tiny model: the shipped demo model (when present) is covered by test_demo_model_e2e.py.
+    no_demo = str(tmp_path_factory.mktemp("no_demo") / "absent")
+    server = start_app_server(tmp_path_factory.mktemp("generate_home"), extra_env={"RENAL_LDM_DEMO_MODEL": no_demo})
     init_db(server.database_url)
     repo.register_model("tiny", model_dir, url=server.database_url)
     yield server
