@@ -46,7 +46,8 @@ def test_generate_with_defaults_shows_tissue_from_the_demo_model(server, page):
     page.goto(server.url + "/generate")
     page.get_by_role("heading", name="Generate tissue").wait_for()
     wait_for_app(page)
-    assert "demo" in page.locator("[data-testid='stMain']").inner_text().lower()
+    picker_html = page.locator("[data-testid='stSelectbox']").first.inner_html()
+    assert "shipped demo" in picker_html, "the model picker's default is not the shipped demo model"
     clicked = time.monotonic()
     page.get_by_role("button", name=re.compile(r"Generate$")).click()
     page.locator("[data-testid='stImage'] img").first.wait_for(timeout=180_000)
