@@ -63,20 +63,21 @@ def image_files(folder, prefix: str, fmt: str, n: int, seed: int) -> list[str]:
 
 
 def upload(page, index: int, paths: list[str]) -> None:
-    """Put files into the index-th file uploader and wait until the page shows them all (one retry: an upload
-    that lands while the page is being redrawn can be dropped by the browser)."""
+    """Put files into the index-th file uploader and wait until the page shows them all (retried: an upload that
+    lands while the page is being redrawn can be dropped by the browser, more often on a loaded machine)."""
     names = [p.rsplit("/", 1)[-1] for p in paths]
-    for attempt in range(2):
+    attempts = 3
+    for attempt in range(attempts):
+        wait_for_app(page)  # never drop files into a page that is being redrawn
         page.locator("[data-testid='stFileUploaderDropzoneInput']").nth(index).set_input_files(paths)
         try:
             for name in names:
-                page.get_by_text(name, exact=True).wait_for(timeout=10_000)
+                page.get_by_text(name, exact=True).wait_for(timeout=20_000)
             wait_for_app(page)
             return
         except Exception:  # noqa: BLE001
-            if attempt:
+            if attempt == attempts - 1:
                 raise
-            wait_for_app(page)
 
 
 def start_participant(page, link: str, experience: str = "3") -> None:
