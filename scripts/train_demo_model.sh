@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped demo checkpoint (models/demo) from scratch with the product's own commands.
 # Phantom tissue only: the demo models procedural phantoms, not real renal tissue.
-#   bash scripts/train_demo_model.sh [WORK_DIR]     (default runs/demo; about 1.5 h on a 2-core CPU)
+#   bash scripts/train_demo_model.sh [WORK_DIR]     (default runs/demo; about 1 h on a 2-core CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/demo}
