@@ -31,8 +31,6 @@ from renal_ldm.models.checkpoint import MANIFEST, LatentDiffusionModel, save_mod
 from renal_ldm.models.configs import ModelConfig, get_config
 from renal_ldm.training.common import (
     MetricsLog,
-    SeededItems,
-    StreamSampler,
     TrainingDiverged,
     check_image_size,
     check_mixed_precision,
@@ -40,6 +38,7 @@ from renal_ldm.training.common import (
     derive_seed,
     first_image_size,
     random_flips,
+    stream_loader,
 )
 
 COMMIT_BETA = 0.25
@@ -173,15 +172,8 @@ def train_autoencoder(
     vae = build_vae(config)
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, accelerator.process_index, 0xAE))
     optimizer = torch.optim.Adam(vae.parameters(), lr=settings.lr, betas=(0.5, 0.9))
-    sampler = StreamSampler(len(train_dataset), settings.seed)  # type: ignore[arg-type]
-    loader = DataLoader(
-        SeededItems(train_dataset, settings.seed),
-        batch_size=settings.batch_size,
-        sampler=sampler,
-        collate_fn=collate,
-        num_workers=settings.num_workers,
-        drop_last=True,
-    )
+    loader = stream_loader(train_dataset, seed=settings.seed, batch_size=settings.batch_size,
+                           num_workers=settings.num_workers)
     trainer, optimizer, loader = accelerator.prepare(VQLoss(vae), optimizer, loader)
     raw_vae = accelerator.unwrap_model(trainer).vae
 

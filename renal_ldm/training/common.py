@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 FP16_REFUSED = (
     "--mixed-precision fp16 is refused: in the reference study fp16 autocast let gradients underflow to zero, "
@@ -132,6 +132,18 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(shapes) > 1:
         raise ValueError(f"training images in one batch have different shapes {sorted(shapes)}; crop them to one size")
     return {"image": torch.stack(images), "caption": [str(item["caption"]) for item in items]}
+
+
+def stream_loader(dataset: Dataset, *, seed: int, batch_size: int, num_workers: int, start: int = 0) -> DataLoader:
+    """The training batches of a run: a seeded endless stream from position `start` (so resume is exact)."""
+    return DataLoader(
+        SeededItems(dataset, seed),
+        batch_size=batch_size,
+        sampler=StreamSampler(len(dataset), seed, start=start),  # type: ignore[arg-type]
+        collate_fn=collate,
+        num_workers=num_workers,
+        drop_last=True,
+    )
 
 
 def check_image_size(size: int, multiple: int, what: str) -> None:

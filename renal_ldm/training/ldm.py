@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from renal_ldm.models.build import build_noise_scheduler, build_unet
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
@@ -43,13 +43,10 @@ from renal_ldm.models.configs import TRAINING, ModelConfig, get_config
 from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
 from renal_ldm.training.common import (
     MetricsLog,
-    SeededItems,
-    StreamSampler,
     TrainingDiverged,
     capture_rng_state,
     check_image_size,
     check_mixed_precision,
-    collate,
     derive_seed,
     first_image_size,
     random_flips,
@@ -57,6 +54,7 @@ from renal_ldm.training.common import (
     recover_dir,
     replace_dir,
     restore_rng_state,
+    stream_loader,
     write_json,
 )
 
@@ -310,15 +308,8 @@ def train_ldm(
         rng_path = checkpoint_dir / f"rng_state_{accelerator.process_index}.pt"
         restore_rng_state(torch.load(rng_path, weights_only=True), generator)
 
-    sampler = StreamSampler(len(dataset), settings.seed, start=consumed)  # type: ignore[arg-type]
-    loader = DataLoader(
-        SeededItems(dataset, settings.seed),
-        batch_size=settings.batch_size,
-        sampler=sampler,
-        collate_fn=collate,
-        num_workers=settings.num_workers,
-        drop_last=True,
-    )
+    loader = stream_loader(dataset, seed=settings.seed, batch_size=settings.batch_size,
+                           num_workers=settings.num_workers, start=consumed)
     unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
     if ema is not None:
         ema.to(device)
