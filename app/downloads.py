@@ -8,10 +8,17 @@ import json
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from db.repository import Sample
 
-INDEX_FIELDS = ("file", "id", "seed", "steps", "guidance", "scheduler", "eta", "size", "model", "caption")
+SAMPLING_FIELDS = ("seed", "steps", "guidance", "scheduler", "eta", "size")
+"""The parameters that, with caption and model, reproduce a sample."""
+INDEX_FIELDS = ("file", "id", *SAMPLING_FIELDS, "model", "caption")
+
+
+def sampling_params(sample: Sample) -> dict[str, Any]:
+    return {name: getattr(sample, name) for name in SAMPLING_FIELDS}
 
 
 def _home(home: str | Path | None) -> Path:
@@ -73,12 +80,7 @@ def zip_samples(samples: Iterable[Sample], home: str | Path | None = None) -> by
                 {
                     "file": arc_png,
                     "id": sample.id,
-                    "seed": sample.seed,
-                    "steps": sample.steps,
-                    "guidance": sample.guidance,
-                    "scheduler": sample.scheduler,
-                    "eta": sample.eta,
-                    "size": sample.size,
+                    **sampling_params(sample),
                     "model": sample.model_name,
                     "caption": sample.caption,
                 }

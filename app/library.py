@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.downloads import data_file
+from app.downloads import data_file, sampling_params
 from db import repository as repo
 from db.repository import Sample
 from db.repository.samples import MAX_PAGE
@@ -48,12 +48,7 @@ def details(sample: Sample) -> dict[str, Any]:
         "caption": sample.caption,
         "model": sample.model_name,
         "model fingerprint": sample.model_fingerprint,
-        "seed": sample.seed,
-        "steps": sample.steps,
-        "guidance": sample.guidance,
-        "scheduler": sample.scheduler,
-        "eta": sample.eta,
-        "size": sample.size,
+        **sampling_params(sample),
         "created (UTC)": sample.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         "run": sample.run_id,
         "file": sample.image_path,
@@ -67,12 +62,7 @@ def regenerate_params(sample: Sample) -> dict[str, Any]:
         "sample_id": sample.id,
         "caption": sample.caption,
         "model_name": sample.model_name,
-        "seed": sample.seed,
-        "steps": sample.steps,
-        "guidance": sample.guidance,
-        "scheduler": sample.scheduler,
-        "eta": sample.eta,
-        "size": sample.size,
+        **sampling_params(sample),
     }
 
 
