@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from db import repository as repo
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint
+from renal_ldm.paths import demo_model_dir
 
 DEMO_NAME = "demo"
 
-NO_MODEL_HELP = """\
+NO_MODEL_HELP = f"""\
 There is no model to sample from yet. Either:
 
 - **use the shipped demo checkpoint**: it lives in `models/demo/` of a full clone of the repository
@@ -26,7 +28,7 @@ There is no model to sample from yet. Either:
   renal-ldm train --data DATA --config demo --vae runs/vae --out runs/ldm
   ```
 
-  then register the checkpoint directory `train` wrote (the folder holding `renal_ldm.json`) below.
+  then register the checkpoint directory `train` wrote (the folder holding `{MANIFEST}`) below.
 """
 
 
@@ -52,7 +54,7 @@ class ModelChoice:
 
 def _manifest(path: Path) -> dict[str, Any]:
     """read_manifest with every failure as a ValueError whose message says what is wrong."""
-    from renal_ldm.models.checkpoint import read_manifest
+    from renal_ldm.models.manifest import read_manifest
 
     try:
         return read_manifest(path)
@@ -85,18 +87,12 @@ def describe(name: str, path: str | Path, kind: str) -> ModelChoice:
     return ModelChoice(name, str(path), kind, image_size, multiple, manifest.get("fingerprint"), problem)
 
 
-def demo_model_dir() -> Path:
-    from renal_ldm.paths import DEMO_MODEL_DIR
-
-    return DEMO_MODEL_DIR
-
-
 def available_models(*, url: str | None = None, include_unusable: bool = False) -> list[ModelChoice]:
     """The shipped demo (when present; first, so it is the default), then registered models by the registry's
     order. A registered entry pointing at the demo folder, or reusing a name already listed, is skipped."""
     choices: list[ModelChoice] = []
     demo = demo_model_dir()
-    if (demo / "renal_ldm.json").is_file():
+    if is_checkpoint(demo):
         choices.append(describe(DEMO_NAME, demo, "shipped"))
     for entry in repo.list_models(url=url):
         if any(c.name == entry.name or c.path == str(Path(entry.path).resolve()) for c in choices):
@@ -119,11 +115,11 @@ def register_checkpoint(name: str, path: str, *, url: str | None = None) -> Mode
     name = (name or "").strip()
     if not name:
         raise ValueError("give the model a name (it is stored with every sample drawn from it)")
-    if name == DEMO_NAME and (demo_model_dir() / "renal_ldm.json").is_file():
+    if name == DEMO_NAME and is_checkpoint(demo_model_dir()):
         raise ValueError(f"the name {DEMO_NAME!r} belongs to the shipped demo model; choose another name")
     raw = (path or "").strip()
     if not raw:
-        raise ValueError("give the checkpoint directory (the folder that holds renal_ldm.json)")
+        raise ValueError(f"give the checkpoint directory (the folder that holds {MANIFEST})")
     directory = Path(raw).expanduser()
     manifest = _manifest(directory)
     if manifest.get("kind") != "ldm":

@@ -28,11 +28,11 @@ def main() -> int:
     import torch
 
     from renal_ldm.captions import GENERATING_CAPTION
-    from renal_ldm.paths import DEMO_MODEL_DIR
+    from renal_ldm.paths import demo_model_dir
     from renal_ldm.sample import SampleRequest, Sampler
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    parser.add_argument("--model", default=str(demo_model_dir()))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-naive-batch", action="store_true", help="skip the slow naive batch-4 run")

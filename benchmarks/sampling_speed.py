@@ -134,18 +134,19 @@ def main() -> int:
         memory_worker(args)
         return 0
 
-    from renal_ldm.paths import DEMO_MODEL_DIR
+    from renal_ldm.models.manifest import is_checkpoint
+    from renal_ldm.paths import demo_model_dir
 
     modes = ["naive", "product"] + (["product-nchw", "product-nocache"] if args.ablation else [])
     with tempfile.TemporaryDirectory(prefix="renal-ldm-bench-") as tmp:
         tmp = Path(tmp)
         if args.model:
             model_dir, origin = Path(args.model), f"checkpoint {args.model}"
-        elif (DEMO_MODEL_DIR / "renal_ldm.json").is_file() and args.config == "demo":
-            model_dir, origin = DEMO_MODEL_DIR, f"shipped demo model {DEMO_MODEL_DIR}"
+        elif is_checkpoint(demo_model_dir()) and args.config == "demo":
+            model_dir, origin = demo_model_dir(), f"shipped demo model {demo_model_dir()}"
         else:
             model_dir = _random_checkpoint(args.config, tmp / "model")
-            origin = (f"RANDOMLY INITIALISED {args.config}-config weights (no trained model at {DEMO_MODEL_DIR}); "
+            origin = (f"RANDOMLY INITIALISED {args.config}-config weights (no trained model at {demo_model_dir()}); "
                       "speed and memory are representative, the images are noise")
         print(f"model: {origin}")
         print(f"setting: {args.batch} images of {args.size} px, DDIM {args.steps} steps, guidance {args.guidance}, "

@@ -8,8 +8,13 @@ from pathlib import Path
 HOME_ENV = "RENAL_LDM_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL_ENV = "RENAL_LDM_DEMO_MODEL"
-DEMO_MODEL_DIR = Path(os.environ.get(DEMO_MODEL_ENV) or REPO_ROOT / "models" / "demo").expanduser()
-"""The default model of the app and the CLI: the shipped checkpoint, or another folder named by RENAL_LDM_DEMO_MODEL."""
+SHIPPED_DEMO_MODEL = REPO_ROOT / "models" / "demo"
+
+
+def demo_model_dir() -> Path:
+    """The default model of the app and the CLI: the shipped checkpoint, or another folder named by
+    RENAL_LDM_DEMO_MODEL. Read when asked (not at import), so a test or a deployment sets the variable."""
+    return Path(os.environ.get(DEMO_MODEL_ENV) or SHIPPED_DEMO_MODEL).expanduser()
 
 
 def data_home() -> Path:

@@ -433,14 +433,16 @@ def read_manifest_csv(out_dir: str | Path) -> list[dict[str, str]]:
 
 def resolve_model_dir(model: str | Path | None) -> Path:
     """The --model directory, or the shipped demo model; a clear error when neither exists."""
-    from renal_ldm.paths import DEMO_MODEL_DIR
+    from renal_ldm.models.manifest import is_checkpoint
+    from renal_ldm.paths import demo_model_dir
 
     if model is not None:
         return Path(model).expanduser()
-    if (DEMO_MODEL_DIR / "renal_ldm.json").is_file():
-        return DEMO_MODEL_DIR
+    demo = demo_model_dir()
+    if is_checkpoint(demo):
+        return demo
     raise FileNotFoundError(
-        f"no --model given and the shipped demo model is missing at {DEMO_MODEL_DIR}; train one with "
+        f"no --model given and the shipped demo model is missing at {demo}; train one with "
         "`renal-ldm train-vae --data DIR --out VAE` then `renal-ldm train --data DIR --vae VAE --out RUN`, "
         "and pass --model RUN/model"
     )

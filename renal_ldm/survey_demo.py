@@ -3,7 +3,7 @@
 Two kinds, chosen by what is installed (`demo_mode`):
 
 - "model": 20 phantom patches (renal_ldm.phantom, 256 px, random compositions) stand in for real tissue, and
-  20 samples of a model are the synthetic half: the shipped demo model (renal_ldm.paths.DEMO_MODEL_DIR), or
+  20 samples of a model are the synthetic half: the shipped demo model (renal_ldm.paths.demo_model_dir()), or
   the checkpoint given as `model`. Synthetic image i is sampled with the caption of phantom i, so both halves
   show the same mix of tissue. Sampling takes minutes on a CPU (about 12 s per 256 px image at 50 steps).
 - "phantom-only": when no model is given and the demo model is not installed (or when asked for), the
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from renal_ldm import paths
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint
 from renal_ldm.phantom import generate_phantom
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, create_image_survey, normalise_image
 
@@ -62,7 +63,7 @@ class DemoSurvey:
 
 
 def demo_model_available() -> bool:
-    return (paths.DEMO_MODEL_DIR / "renal_ldm.json").is_file()
+    return is_checkpoint(paths.demo_model_dir())
 
 
 def demo_mode(model: str | Path | None = None, phantom_only: bool = False) -> tuple[str, Path | None]:
@@ -73,19 +74,19 @@ def demo_mode(model: str | Path | None = None, phantom_only: bool = False) -> tu
         return PHANTOM_ONLY, None
     if model is not None:
         path = Path(model).expanduser()
-        if not (path / "renal_ldm.json").is_file():
-            raise FileNotFoundError(f"model directory {str(path)!r} has no renal_ldm.json; expected a checkpoint "
+        if not is_checkpoint(path):
+            raise FileNotFoundError(f"model directory {str(path)!r} has no {MANIFEST}; expected a checkpoint "
                                     "written by `renal-ldm train` (its model/ folder)")
         return MODEL, path
     if demo_model_available():
-        return MODEL, paths.DEMO_MODEL_DIR
+        return MODEL, paths.demo_model_dir()
     return PHANTOM_ONLY, None
 
 
 def demo_title(mode: str, n: int, model_dir: Path | None) -> str:
     if mode == PHANTOM_ONLY:
         return f"Demo survey (phantom-only: the {n} 'synthetic' images are phantoms of another seed)"
-    name = "the shipped demo model" if model_dir == paths.DEMO_MODEL_DIR else f"model {Path(model_dir).name}"
+    name = "the shipped demo model" if model_dir == paths.demo_model_dir() else f"model {Path(model_dir).name}"
     return f"Demo survey: {n} phantom patches vs {n} samples of {name}"
 
 

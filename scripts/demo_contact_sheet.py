@@ -15,7 +15,7 @@ from pathlib import Path
 
 from renal_ldm.captions import caption_to_levels
 from renal_ldm.contact_sheet import save_contact_sheet
-from renal_ldm.paths import DEMO_MODEL_DIR
+from renal_ldm.paths import demo_model_dir
 from renal_ldm.phantom import generate_phantom
 from renal_ldm.sample import SampleRequest, Sampler
 
@@ -30,8 +30,8 @@ PER_SIDE = 3
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(DEMO_MODEL_DIR))
-    parser.add_argument("--out", default=str(DEMO_MODEL_DIR / "contact_sheet.png"))
+    parser.add_argument("--model", default=str(demo_model_dir()))
+    parser.add_argument("--out", default=str(demo_model_dir() / "contact_sheet.png"))
     parser.add_argument("--size", type=int, default=128, help="sample and phantom size (the demo trains at 128)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=100)

@@ -3,7 +3,7 @@
 Layout (diffusers-compatible sub-folders, plus one JSON that ties them together):
 
     MODEL_DIR/
-      renal_ldm.json                      kind, package version, ModelConfig, text encoder, fingerprints
+      <manifest> (models/manifest.py)     kind, package version, ModelConfig, text encoder, fingerprints
       vae/config.json                     VQModel config (diffusers)
       vae/diffusion_pytorch_model.safetensors
       unet/config.json                    UNet2DConditionModel config (diffusers)      [kind "ldm" only]
@@ -11,7 +11,7 @@ Layout (diffusers-compatible sub-folders, plus one JSON that ties them together)
       scheduler/scheduler_config.json     the training noise schedule (DDPM)          [kind "ldm" only]
 
 An autoencoder-only directory (kind "autoencoder", written by `train-vae`) has no unet/ or scheduler/.
-Modules are rebuilt from renal_ldm.json and then filled with weights, so a missing file or a shape that
+Modules are rebuilt from the manifest and then filled with weights, so a missing file or a shape that
 differs from the config is reported by name instead of as a stack trace from deep inside diffusers.
 """
 
@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 from renal_ldm import __version__
 from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
 from renal_ldm.models.configs import ModelConfig
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint, manifest_path, read_manifest
 
-MANIFEST = "renal_ldm.json"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 KIND_LDM = "ldm"
 KIND_AUTOENCODER = "autoencoder"
@@ -120,29 +120,6 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
-
-
-def read_manifest(model_dir: str | Path) -> dict[str, Any]:
-    """The renal_ldm.json of a checkpoint directory, with clear errors for a missing or foreign folder."""
-    model_dir = Path(model_dir)
-    if not model_dir.exists():
-        raise FileNotFoundError(f"model directory not found: {model_dir}")
-    if not model_dir.is_dir():
-        raise NotADirectoryError(f"model path is not a directory: {model_dir}")
-    path = model_dir / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{model_dir} is not a renal-ldm checkpoint: {MANIFEST} is missing "
-            "(train one with `renal-ldm train`, or use the shipped models/demo)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc})") from None
-    for key in ("kind", "config"):
-        if key not in manifest:
-            raise ValueError(f"{path} lacks the key {key!r}")
-    return manifest
 
 
 def load_model(

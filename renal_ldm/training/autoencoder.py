@@ -9,7 +9,7 @@ The decoder gets the straight-through quantized latent h + sg(e - h). The refere
 (LPIPS) and an adversarial loss; they need downloaded weights or many more steps than a CPU allows, so they
 are left out. The codebook starts from encoder outputs of the first batch, so few codes are dead.
 
-The result is an autoencoder-only checkpoint directory (renal_ldm.json kind "autoencoder"), with the
+The result is an autoencoder-only checkpoint directory (manifest kind "autoencoder"), with the
 held-out reconstruction PSNR in its extra and the per-step log in OUT/metrics.jsonl.
 """
 

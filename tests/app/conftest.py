@@ -29,7 +29,7 @@ def app_home(tmp_path, monkeypatch) -> Iterator[Path]:
     monkeypatch.setenv("RENAL_LDM_HOME", str(home))
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{home / 'renal_ldm.sqlite3'}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    monkeypatch.setenv(renal_ldm.paths.DEMO_MODEL_ENV, str(tmp_path / "no-demo-model"))
     init_db()
     yield home
     dispose_engines()

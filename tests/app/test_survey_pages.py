@@ -213,7 +213,7 @@ def test_demo_button_creates_a_phantom_only_demo(admin, monkeypatch, tmp_path):
     import renal_ldm.paths
     from app import survey_admin
 
-    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    monkeypatch.setenv(renal_ldm.paths.DEMO_MODEL_ENV, str(tmp_path / "no-demo-model"))
     original = survey_admin.start_demo_job
     monkeypatch.setattr(survey_admin, "start_demo_job", lambda: original(n=2))  # 2 + 2 phantoms: quick
     at = signed_in(MANAGE)

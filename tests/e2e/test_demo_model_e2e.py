@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from renal_ldm.paths import DEMO_MODEL_DIR
+from renal_ldm.models.manifest import is_checkpoint
+from renal_ldm.paths import demo_model_dir
 from tests.e2e.conftest import screenshot, start_app_server, stop_app_server, wait_for_app
 
 pytestmark = pytest.mark.e2e
@@ -23,8 +24,8 @@ FIRST_IMAGE_JS = "() => { const img = document.querySelector(\"[data-testid='stI
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not (DEMO_MODEL_DIR / "renal_ldm.json").is_file():
-        pytest.skip(f"the shipped demo model is not at {DEMO_MODEL_DIR}")
+    if not is_checkpoint(demo_model_dir()):
+        pytest.skip(f"the shipped demo model is not at {demo_model_dir()}")
     server = start_app_server(tmp_path_factory.mktemp("demo_home"))
     yield server
     stop_app_server(server)

@@ -243,7 +243,7 @@ def test_cli_missing_model_dir(tmp_path, capsys):
 
 
 def test_missing_demo_model_says_how_to_get_one(monkeypatch, tmp_path):
-    monkeypatch.setattr("renal_ldm.paths.DEMO_MODEL_DIR", tmp_path / "models" / "demo")
+    monkeypatch.setenv("RENAL_LDM_DEMO_MODEL", str(tmp_path / "models" / "demo"))
     with pytest.raises(FileNotFoundError, match="demo model is missing.*renal-ldm train"):
         resolve_model_dir(None)
 

@@ -217,7 +217,7 @@ def test_demo_without_a_model_is_phantom_only_and_a_missing_model_is_an_error(tm
     import renal_ldm.paths
     from renal_ldm import survey_demo
 
-    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    monkeypatch.setenv(renal_ldm.paths.DEMO_MODEL_ENV, str(tmp_path / "no-demo-model"))
     assert survey_demo.demo_mode() == (survey_demo.PHANTOM_ONLY, None)
     with pytest.raises(FileNotFoundError, match="has no renal_ldm.json"):
         survey_demo.demo_mode(tmp_path / "nowhere")
@@ -236,7 +236,7 @@ def test_survey_demo_cli_prints_the_link(tmp_path, monkeypatch, capsys):
     from db.session import dispose_engines
     from renal_ldm.cli import main
 
-    monkeypatch.setattr(renal_ldm.paths, "DEMO_MODEL_DIR", tmp_path / "no-demo-model")
+    monkeypatch.setenv(renal_ldm.paths.DEMO_MODEL_ENV, str(tmp_path / "no-demo-model"))
     monkeypatch.setenv("RENAL_LDM_HOME", str(tmp_path))
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
     try:
