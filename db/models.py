@@ -41,6 +41,7 @@ NAMING_CONVENTION = {
 TRUTH_VALUES = ("real", "synthetic")
 SURVEY_STATUSES = ("draft", "open", "closed")
 MODEL_KINDS = ("demo", "user")
+ACCOUNT_ROLES = ("researcher", "annotator")
 EXPERIENCE_MIN, EXPERIENCE_MAX = 1, 5
 
 PATH_LEN = 500
@@ -232,3 +233,41 @@ class SlideAnnotation(Base):
     author: Mapped[str] = mapped_column(String(NAME_LEN))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Account(Base):
+    """A person who signs in: a researcher (every page) or an annotator (the annotation pages)."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(_in("role", ACCOUNT_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))  # salted scrypt (app/accounts.py)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignInSessionRow(Base):
+    """A browser's sign-in, found again after a reload by its cookie; only the token's SHA-256 is stored."""
+
+    __tablename__ = "sign_in_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
+    account_name: Mapped[str] = mapped_column(String(NAME_LEN), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    credential_digest: Mapped[str] = mapped_column(String(TOKEN_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SignInFailure(Base):
+    """Failed sign-ins in a row for one throttle key ("account:NAME" or "client:ADDRESS")."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column()

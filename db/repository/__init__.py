@@ -7,6 +7,24 @@ directory). Errors a user can cause are ValueErrors naming the bad value (NotFou
 from types import ModuleType as _ModuleType
 
 from db.repository._common import NotFoundError
+from db.repository.accounts import (
+    Account,
+    SignInSession,
+    account_name,
+    add_account,
+    clear_sign_in_failures,
+    count_accounts,
+    create_sign_in_session,
+    delete_expired_sessions,
+    delete_sign_in_session,
+    get_credentials,
+    get_sign_in_session,
+    list_accounts,
+    record_sign_in_failure,
+    remove_account,
+    set_password_hash,
+    sign_in_failures,
+)
 from db.repository.models_registry import (
     ModelEntry,
     ModelPathError,

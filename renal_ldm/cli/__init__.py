@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.db_cmd",
     "renal_ldm.cli.survey_cmd",
     "renal_ldm.cli.survey_demo_cmd",
+    "renal_ldm.cli.users_cmd",
 ]
 
 

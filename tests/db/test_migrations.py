@@ -19,8 +19,8 @@ from db.session import get_engine, init_db, session_scope
 
 def test_empty_database_upgrades_to_head(empty_db_url):
     assert current_revision(empty_db_url) is None
-    assert init_db(empty_db_url) == head_revision() == "0001"
-    assert current_revision(empty_db_url) == "0001"
+    assert init_db(empty_db_url) == head_revision() == "0002"
+    assert current_revision(empty_db_url) == "0002"
 
 
 def test_upgrade_again_keeps_answers_annotations_and_samples(db_url):
@@ -36,8 +36,8 @@ def test_upgrade_again_keeps_answers_annotations_and_samples(db_url):
         session.flush()
         session.add(models.SlideAnnotation(slide_id=slide.id, mask_path="masks/1.png", author="ann"))
 
-    assert init_db(db_url) == "0001"
-    assert init_db(db_url) == "0001"
+    assert init_db(db_url) == head_revision()
+    assert init_db(db_url) == head_revision()
 
     survey = repo.get_survey_by_token(token, url=db_url)
     assert [(a.answer, a.experience) for a in repo.survey_answers(survey.id, url=db_url)] == [("real", 4)]
