@@ -220,7 +220,7 @@ def sign_in_lifetime() -> timedelta:
 
 def resume_session(token: str | None, *, now: datetime | None = None, url: str | None = None) -> Identity | None:
     """The identity a session token stands for, or None when it is unknown, expired or its account is gone."""
-    if not token:
+    if not isinstance(token, str) or not token:
         return None
     now = now or datetime.now(UTC)
     session = repo.get_sign_in_session(_token_hash(token), now, url=url)

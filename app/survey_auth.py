@@ -1,88 +1,46 @@
-"""The researcher gate of the survey pages: one shared password from RENAL_LDM_ADMIN_PASSWORD.
+"""The researcher gate of the survey pages, on top of the app's sign-in (app/access.py).
 
-Without the variable the researcher pages explain how to set it and show nothing else (no survey data is
-reachable by anyone). The comparison is constant-time (hmac.compare_digest). A signed-in session keeps a
-digest of the password it signed in with, so changing the variable and restarting signs everyone out.
-Participant sessions (arrived by a survey link) are refused here whatever they type.
+- A participant session (arrived by a survey link) is refused here whatever it does.
+- With accounts (or RENAL_LDM_ADMIN_PASSWORD, the researcher account "admin") the app's entry point has already
+  asked for a sign-in; these pages also insist on the researcher role, so an annotator never reaches them.
+- In open mode (no account, no admin password) the pages work for local use; Manage surveys then refuses to
+  show a participant link for an open survey (survey_link_refusal), because in open mode a participant who
+  deletes the link's query from the address bar reaches the whole app, the Library included.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-
 import streamlit as st
 
+from app import access
+from app.accounts import ADMIN_PASSWORD_ENV, RESEARCHER
 from app.survey_participant import is_participant_session
 
-ADMIN_PASSWORD_ENV = "RENAL_LDM_ADMIN_PASSWORD"
-SIGNED_IN = "renal_ldm.survey_admin_digest"
-HOW_TO_SET = f"""
-The survey's researcher pages are protected by a password that the server reads from the environment
-variable `{ADMIN_PASSWORD_ENV}`. It is not set, so these pages stay closed.
+__all__ = ["ADMIN_PASSWORD_ENV", "require_researcher", "survey_link_refusal"]
 
-Set it and restart the app, for example:
-
-```bash
-export {ADMIN_PASSWORD_ENV}='choose-a-long-password'
-make run
-```
-
-Participants never need it: they take a survey through its link (`?survey=...`).
-"""
-
-
-def admin_password() -> str | None:
-    """The configured password, or None when the variable is unset or blank."""
-    value = os.environ.get(ADMIN_PASSWORD_ENV, "")
-    return value if value.strip() else None
-
-
-def password_matches(given: str | None, expected: str | None) -> bool:
-    """Constant-time comparison; nothing matches when no password is configured."""
-    if not expected or given is None:
-        return False
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _digest(password: str) -> str:
-    return hashlib.sha256(password.encode("utf-8")).hexdigest()
-
-
-def is_signed_in() -> bool:
-    expected = admin_password()
-    stored = st.session_state.get(SIGNED_IN)
-    return bool(expected and isinstance(stored, str) and hmac.compare_digest(stored, _digest(expected)))
-
-
-def sign_out() -> None:
-    st.session_state.pop(SIGNED_IN, None)
+OPEN_MODE_LINK_REFUSAL = (
+    "The participant link is not shown in open mode: anyone who removes the survey part of the address "
+    "would reach the whole app, the Library included, whose images are the answer key. Add an account with "
+    "`renal-ldm users add NAME --role researcher` (the app then asks everyone but participants to sign in), or "
+    "host the survey on its own instance with `RENAL_LDM_SURVEY_ONLY=1`."
+)
 
 
 def require_researcher() -> None:
-    """Stop the page unless a researcher has signed in; shows the instructions or the sign-in form."""
+    """Stop the page unless this session may use the researcher pages."""
     if is_participant_session():
         st.error("This page is not part of the survey. Please continue the survey from your link.")
         st.stop()
-    expected = admin_password()
-    if expected is None:
-        st.title("Researcher pages are closed")
-        st.markdown(HOW_TO_SET)
-        st.stop()
-    if is_signed_in():
-        with st.sidebar:
-            if st.button("Sign out of the survey pages", key="survey_sign_out"):
-                sign_out()
-                st.rerun()
+    if access.open_mode():
         return
-    st.title("Researcher sign-in")
-    with st.form("survey_sign_in"):
-        given = st.text_input("Password", type="password", key="survey_password")
-        submitted = st.form_submit_button("Sign in", type="primary")
-    if submitted:
-        if password_matches(given, expected):
-            st.session_state[SIGNED_IN] = _digest(expected)
-            st.rerun()
-        st.error("Wrong password.")
-    st.stop()
+    identity = access.current_identity()
+    if identity is None or identity.role != RESEARCHER:
+        st.error("The survey pages are for researchers. Sign in with a researcher account.")
+        st.stop()
+
+
+def survey_link_refusal(survey_only: bool) -> str | None:
+    """Why a participant link may not be shown now, or None when it may."""
+    if survey_only or not access.open_mode():
+        return None
+    return OPEN_MODE_LINK_REFUSAL

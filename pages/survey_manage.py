@@ -5,7 +5,7 @@ import streamlit as st
 from app import survey_admin as admin
 from app.pages_registry import PAGES_DIR
 from app.settings import load_settings
-from app.survey_auth import require_researcher
+from app.survey_auth import require_researcher, survey_link_refusal
 from db import repository as repo
 from renal_ldm.survey_demo import demo_model_available
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
@@ -58,8 +58,12 @@ with st.container(border=True):
 created = st.session_state.pop(CREATED, None)
 if created:
     created_title, created_token, created_notes = created
-    st.success(f"Created survey {created_title!r}. Participant link: "
-               f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
+    if link_refusal := survey_link_refusal(settings.survey_only):
+        st.success(f"Created survey {created_title!r}.")
+        st.warning(link_refusal)
+    else:
+        st.success(f"Created survey {created_title!r}. Participant link: "
+                   f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
     for note in created_notes:
         st.info(note)
 
@@ -141,6 +145,8 @@ with st.expander("Create a survey", expanded=True):
 # --------------------------------------------------------------------------------------------- surveys
 st.subheader("Surveys")
 surveys = repo.list_surveys()
+if surveys and (link_refusal := survey_link_refusal(settings.survey_only)):
+    st.warning(link_refusal, icon=":material/visibility_off:")
 if not surveys:
     st.info("No surveys yet: create one above, or a demo survey in one click.")
 base_path = st.get_option("server.baseUrlPath")
@@ -151,7 +157,10 @@ for survey in surveys:
             st.markdown(f"**{survey.title}**" + (" · demo" if survey.is_demo else ""))
             st.caption(f"{survey.status} · {survey.item_count} images · {survey.participant_count} participants "
                        f"({survey.finished_count} finished) · created {survey.created_at:%Y-%m-%d %H:%M} UTC")
-            st.code(admin.absolute_link(survey.token, st.context.url, base_path), language=None)
+            if survey_link_refusal(settings.survey_only) is None:
+                st.code(admin.absolute_link(survey.token, st.context.url, base_path), language=None)
+            else:
+                st.caption("Participant link hidden in open mode (see above).")
         with actions:
             a, b, c = st.columns(3)
             if survey.status == "open":

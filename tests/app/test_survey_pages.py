@@ -15,7 +15,8 @@ from sklearn.metrics import cohen_kappa_score
 from streamlit.testing.v1 import AppTest
 
 from app import survey_participant as flow
-from app.survey_auth import ADMIN_PASSWORD_ENV
+from app.accounts import ADMIN_NAME
+from app.survey_auth import ADMIN_PASSWORD_ENV, OPEN_MODE_LINK_REFUSAL
 from db import repository as repo
 from db.session import dispose_engines, init_db
 
@@ -59,10 +60,13 @@ def app() -> AppTest:
 
 
 def signed_in(page: str) -> AppTest:
+    """The page, after signing in as the researcher account of RENAL_LDM_ADMIN_PASSWORD."""
     at = app()
-    at.switch_page(page).run()
-    at.text_input(key="survey_password").input(PASSWORD)
+    at.text_input(key="sign_in_name").input(ADMIN_NAME)
+    at.text_input(key="sign_in_password").input(PASSWORD)
     at.button[0].click().run()  # the form's Sign in
+    assert not at.exception, at.exception
+    at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
 
@@ -99,27 +103,29 @@ def make_survey(n_real=3, n_synthetic=3, title="Kidney study") -> tuple[str, int
 # ------------------------------------------------------------------------------------------ researcher gate
 
 
-def test_researcher_pages_without_password_env_show_only_instructions(db_url):
-    make_survey(title="Secret study title")
-    for page in (MANAGE, RESULTS):
-        at = app()
-        at.switch_page(page).run()
-        assert not at.exception
-        shown = "\n".join(texts(at))
-        assert ADMIN_PASSWORD_ENV in shown and "closed" in at.title[0].value
-        assert "Secret study title" not in shown
-        assert len(at.text_input) == 0 and len(at.button) == 0 and len(at.dataframe) == 0
+def test_open_mode_manage_page_hides_every_participant_link(db_url):
+    token, _ = make_survey(title="Local study")
+    repo.set_survey_status(repo.get_survey_by_token(token).id, "open")
+    at = app()
+    at.switch_page(MANAGE).run()
+    assert not at.exception
+    shown = "\n".join(texts(at))
+    assert "Local study" in shown
+    assert token not in shown and all(token not in str(c.value) for c in at.code)
+    assert OPEN_MODE_LINK_REFUSAL in shown
 
 
 def test_wrong_password_shows_nothing(admin):
     make_survey(title="Secret study title")
     at = app()
-    at.switch_page(MANAGE).run()
-    at.text_input(key="survey_password").input("guess").run()
+    at.text_input(key="sign_in_name").input(ADMIN_NAME)
+    at.text_input(key="sign_in_password").input("guess").run()
     at.button[0].click().run()
-    assert [e.value for e in at.error] == ["Wrong password."]
+    assert [e.value for e in at.error] == ["Wrong name or password."]
     assert "Secret study title" not in "\n".join(texts(at))
     assert len(at.dataframe) == 0 and not at.get("file_uploader")
+    with pytest.raises(ValueError, match="Known pages"):
+        at.switch_page(MANAGE)
 
 
 def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_path):
