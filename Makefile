@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# Loopback only unless told otherwise (`make run ADDRESS=0.0.0.0`): open mode has no sign-in.
+ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -28,8 +30,8 @@ browser:
 
 run: install
 	$(PY) -m renal_ldm db upgrade
-	$(PY) -m streamlit run app/main.py --server.port $(PORT) --server.headless true \
-	  --browser.gatherUsageStats false
+	$(PY) -m streamlit run app/main.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true \
+	  --browser.gatherUsageStats false --server.maxUploadSize $${RENAL_LDM_MAX_UPLOAD_MB:-20}
 
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)

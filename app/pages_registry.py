@@ -52,9 +52,14 @@ def role_pages(role: str | None = None) -> dict[str, list]:
 
 
 def sign_in_pages() -> list:
+    """The sign-in page at "/" and at the address of every product page: a signed-out visitor who opens
+    /library gets the sign-in form there (not "page not found"), and lands on the Library once signed in."""
     from app.access import sign_in_page
 
-    return [st.Page(sign_in_page, title="Sign in", icon=":material/lock:", default=True)]
+    pages = [st.Page(sign_in_page, title="Sign in", icon=":material/lock:", default=True)]
+    for _, filename, _, _ in existing_role_pages():
+        pages.append(st.Page(sign_in_page, title="Sign in", url_path=Path(filename).stem))
+    return pages
 
 
 def _nothing_for_role() -> None:

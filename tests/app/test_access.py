@@ -44,8 +44,11 @@ def test_with_an_account_a_fresh_session_sees_only_the_sign_in(app_home, filenam
     at.run()
     assert [t.value for t in at.title] == ["Sign in"]
     assert access.SIGN_IN_NOTICE in _shown_text(at)
-    with pytest.raises(ValueError, match=r"Known pages: \['Sign in'\]"):  # no product page is registered
+    # No page file is registered for this session: its address runs the sign-in form (checked in a real
+    # browser by tests/e2e/test_access_e2e.py; AppTest cannot open a page by its address).
+    with pytest.raises(ValueError, match="Could not find a navigation page") as caught:
         at.switch_page(page_path(filename))
+    assert "pages/" not in str(caught.value).split("Known pages:")[1]
 
 
 def test_a_researcher_signs_in_and_sees_the_product(app_home):
