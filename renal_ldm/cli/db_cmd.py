@@ -1,4 +1,5 @@
-"""`renal-ldm db`: apply the database migrations (`upgrade`) or show where the database stands (`current`)."""
+"""`renal-ldm db`: apply the database migrations (`upgrade`), show where the database stands (`current`),
+back it up with its files (`backup`, `restore`: renal_ldm/cli/db_backup_cmd.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("db", help="database schema: upgrade to the newest migration, show the revision")
+    p = subparsers.add_parser("db", help="database schema: upgrade, show the revision; backup and restore")
     sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     for name, func, help_ in (
         ("upgrade", run_upgrade, "apply all migrations (idempotent; keeps every row)"),
@@ -15,6 +16,9 @@ def register(subparsers) -> None:
         q = sub.add_parser(name, help=help_)
         q.add_argument("--url", help="database URL (default: $DATABASE_URL, else the SQLite file in the data dir)")
         q.set_defaults(func=_reporting_connection_errors(func))
+    from renal_ldm.cli.db_backup_cmd import add_backup_parsers
+
+    add_backup_parsers(sub, _reporting_connection_errors)
 
 
 def _reporting_connection_errors(func):
