@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 from renal_ldm.cli.phantom_cmd import default_workers
-from renal_ldm.phantom import IMAGES_DIR, MASKS_DIR, file_name, generate_dataset
+from renal_ldm.data.layout import IMAGE_PNG_LEVEL, IMAGES_DIR, MASK_PNG_LEVEL, MASKS_DIR
+from renal_ldm.phantom import file_name, generate_dataset
 
 TARGET_SECONDS, TARGET_PAIRS = 60.0, 1000
 
@@ -50,8 +51,8 @@ def timed_blank_pairs(out: Path, n: int, size: int) -> float:
     mask = np.zeros((size, size), dtype=np.uint8)
     start = time.perf_counter()
     for i in range(n):
-        Image.fromarray(image, mode="RGB").save(out / IMAGES_DIR / file_name(i), compress_level=1)
-        Image.fromarray(mask, mode="L").save(out / MASKS_DIR / file_name(i), compress_level=6)
+        Image.fromarray(image).save(out / IMAGES_DIR / file_name(i), compress_level=IMAGE_PNG_LEVEL)
+        Image.fromarray(mask).save(out / MASKS_DIR / file_name(i), compress_level=MASK_PNG_LEVEL)
     return time.perf_counter() - start
 
 

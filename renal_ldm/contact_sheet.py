@@ -1,8 +1,9 @@
 """Contact sheets: rows of image tiles in one PNG, optionally with a palette mask overlay and labels.
 
-Used to eyeball data (phantom tiles with their masks) and, later, to compare rows of phantom and generated
-patches. Generic on purpose: rows may be ragged, tiles may be None (left blank), each row may carry a label on
-its left, each tile a short label above it, and masks are blended in the class colours of `renal_ldm.classes`.
+Used to eyeball data (`dataset_contact_sheet`: a patch data set's pairs with their masks) and to compare rows
+of phantom and generated patches. Generic on purpose: rows may be ragged, tiles may be None (left blank), each
+row may carry a label on its left, each tile a short label above it, and masks are blended in the class
+colours of `renal_ldm.classes`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from renal_ldm.captions import level_for_fraction
 from renal_ldm.classes import BACKGROUND_ID, CAPTIONED_CLASSES
+from renal_ldm.data.layout import image_path, mask_path, read_captions
 from renal_ldm.data.masks import labels_to_rgb
 
 Segment = tuple[str, tuple[int, int, int]]
@@ -58,8 +61,8 @@ def contact_sheet(
     """A grid image: one line per row, tiles left to right.
 
     masks: same nesting as rows; a mask is blended over its tile (overlay_mask). tile_size: side of the square
-    cell each tile is fitted into, aspect kept (default: the first tile's longer side). legend: class colour key at the bottom (default: on
-    when any mask is given).
+    cell each tile is fitted into, aspect kept (default: the first tile's longer side). legend: class colour
+    key at the bottom (default: on when any mask is given).
     """
     if not rows or not any(len(r) for r in rows):
         raise ValueError("a contact sheet needs at least one tile")
@@ -114,6 +117,32 @@ def chunk(items: Sequence, per_row: int) -> list[list]:
     if per_row < 1:
         raise ValueError(f"per_row must be at least 1; got {per_row}")
     return [list(items[i : i + per_row]) for i in range(0, len(items), per_row)]
+
+
+def dataset_contact_sheet(root: str | Path, path: str | Path, count: int = 16, per_row: int = 4,
+                          tile_size: int | None = 192, colors: int | None = 256) -> Path:
+    """PNG of the first `count` pairs of a data set: each image beside its mask overlay, levels on top.
+
+    The overlay tile's label gives each present class's level initial (L/M/H) in the class colour; the legend
+    at the bottom names the colours. Quantising to `colors` keeps the file small enough for docs.
+    """
+    records = read_captions(root)[:count]
+    rows, masks, labels = [], [], []
+    for record in records:
+        image = np.asarray(Image.open(image_path(root, record["file"])).convert("RGB"))
+        mask = np.asarray(Image.open(mask_path(root, record["file"])))
+        levels = [
+            (level_for_fraction(record["fractions"][c.name])[0].upper() + " ", c.color)
+            for c in CAPTIONED_CLASSES
+            if record["fractions"].get(c.name, 0) > 0
+        ]
+        rows += [image, image]
+        masks += [None, mask]
+        labels += [Path(record["file"]).stem, levels]
+    return save_contact_sheet(
+        path, chunk(rows, 2 * per_row), masks=chunk(masks, 2 * per_row), tile_labels=chunk(labels, 2 * per_row),
+        tile_size=tile_size, colors=colors, legend=True,
+    )
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

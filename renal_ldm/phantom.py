@@ -24,11 +24,9 @@ sizes in pixels do not depend on the patch size), so a larger patch shows more s
 from __future__ import annotations
 
 import functools
-import json
 import math
 import multiprocessing
 import re
-import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +34,6 @@ from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import fft as sfft
 from scipy import ndimage
 
@@ -48,13 +45,11 @@ from renal_ldm.captions import (
     LOW,
     MEDIUM,
     MEDIUM_THRESHOLD,
-    level_for_fraction,
     mask_fractions,
     mask_to_caption,
 )
 from renal_ldm.classes import (
     BACKGROUND_ID,
-    CAPTIONED_CLASSES,
     GLOMERULI_ID,
     OTHER_TISSUE_ID,
     SCLEROTIC_GLOMERULI_ID,
@@ -62,6 +57,7 @@ from renal_ldm.classes import (
     by_id,
     by_name,
 )
+from renal_ldm.data import layout
 
 ARTERIES_ID = by_name("Arteries").id
 ATROPHIC_TUBULI_ID = by_name("Atrophic Tubuli").id
@@ -70,10 +66,6 @@ DILATED_TUBULI_ID = by_name("Dilated Tubuli").id
 
 MIN_SIZE = 32
 """Smallest patch side in pixels: below it not even one tubule cross-section fits."""
-
-IMAGES_DIR, MASKS_DIR, CAPTIONS_FILE, MANIFEST_FILE = "images", "masks", "captions.jsonl", "phantom.json"
-DATASET_ENTRIES = (IMAGES_DIR, MASKS_DIR, CAPTIONS_FILE, MANIFEST_FILE)
-"""What generate_dataset writes into its output folder; any of them there means a data set already exists."""
 
 
 # --------------------------------------------------------------------------------------------------- parts
@@ -973,44 +965,16 @@ def _paint(rng, parts: np.ndarray, mask: np.ndarray, shade: np.ndarray, stamps: 
 # ----------------------------------------------------------------------------------------------- data set
 
 
-def check_output_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """The output folder, refusing one that already holds a data set unless overwrite (nothing is lost silently)."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"output path {out} exists and is not a folder")
-    existing = [name for name in DATASET_ENTRIES if (out / name).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds a data set ({', '.join(existing)}); "
-            "choose an empty folder or pass --overwrite to replace it"
-        )
-    return out
-
-
-def _clear_dataset(out: Path) -> None:
-    """Remove a previous data set's entries (only those this module writes), so no stale pair survives."""
-    for name in DATASET_ENTRIES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def file_name(index: int) -> str:
-    """File name of pair `index` in a data set, the same under images/ and masks/."""
+    """File name of pair `index` in a phantom data set, the same under images/ and masks/."""
     return f"{index:06d}.png"
 
 
 def _write_pair(job: tuple[Path, int, tuple[int, int], int, dict | None]) -> dict:
-    """Generate phantom `index` (seed + index) and write its image and mask; returns its captions.jsonl record."""
+    """Generate phantom `index` (seed + index) and write its pair; returns its captions.jsonl record."""
     out, index, size, seed, composition = job
     phantom = generate_phantom(size, seed=seed + index, composition=composition)
-    name = file_name(index)
-    Image.fromarray(phantom.image, mode="RGB").save(out / IMAGES_DIR / name, compress_level=1)
-    Image.fromarray(phantom.mask, mode="L").save(out / MASKS_DIR / name, compress_level=6)
-    fractions = {k: round(v, 6) for k, v in phantom.fractions.items()}
-    return {"file": name, "caption": phantom.caption, "fractions": fractions}
+    return layout.write_pair(out, file_name(index), phantom.image, phantom.mask)
 
 
 def generate_dataset(
@@ -1024,11 +988,11 @@ def generate_dataset(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write n phantom pairs: images/NNNNNN.png (RGB), masks/NNNNNN.png (labels, mode L), captions.jsonl.
+    """Write n phantom pairs as a patch data set (renal_ldm.data.layout), with phantom.json, the parameters.
 
-    Pair i uses seed + i, so `generate_phantom(size, seed + i, composition)` regenerates it alone. A folder
-    that already holds a data set is refused unless overwrite, which replaces it. progress(k) is called as
-    k more pairs are written. Returns the output folder.
+    Pair i is NNNNNN.png and uses seed + i, so `generate_phantom(size, seed + i, composition)` regenerates it
+    alone. A folder that already holds a data set is refused unless overwrite, which replaces it (and puts it
+    back if the run fails). progress(k) is called as k more pairs are written. Returns the output folder.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of phantoms must be a positive integer; got {n!r}")
@@ -1037,24 +1001,16 @@ def generate_dataset(
     height, width = _check_size(size)
     targets = None if composition is None else {by_id(k).name: v for k, v in resolve_composition(composition).items()}
     named = None if composition is None else {_name(k): float(v) for k, v in composition.items()}
-    out = check_output_dir(out_dir, overwrite)
-    if overwrite:
-        _clear_dataset(out)
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    (out / MASKS_DIR).mkdir(parents=True, exist_ok=True)
-    manifest = {"generator": "renal_ldm.phantom", "version": __version__, "n": int(n), "size": [height, width],
-                "seed": int(seed), "composition": named, "targets": targets}
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-
-    jobs = ((out, i, (height, width), int(seed), named) for i in range(int(n)))
-    partial = out / (CAPTIONS_FILE + ".partial")
-    with partial.open("w") as fh:
+    parameters = {"generator": "renal_ldm.phantom", "version": __version__, "n": int(n), "size": [height, width],
+                  "seed": int(seed), "composition": named, "targets": targets}
+    writer = layout.DatasetWriter(out_dir, overwrite=overwrite, parameters=parameters)
+    jobs = ((writer.root, i, (height, width), int(seed), named) for i in range(int(n)))
+    with writer:
         for record in _run_jobs(jobs, int(n), int(workers)):
-            fh.write(json.dumps(record) + "\n")
+            writer.add_written(record)
             if progress is not None:
                 progress(1)
-    partial.replace(out / CAPTIONS_FILE)
-    return out
+    return writer.root
 
 
 def _name(key: str | int) -> str:
@@ -1074,51 +1030,3 @@ def _run_jobs(jobs, n: int, workers: int) -> Iterator[dict]:
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with context.Pool(workers) as pool:
         yield from pool.imap(_write_pair, jobs, chunksize=max(1, min(16, n // (workers * 8))))
-
-
-def read_captions(path: str | Path) -> list[dict]:
-    """The records of a captions.jsonl file (or of the data set folder holding one), in file order."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CAPTIONS_FILE
-    with path.open() as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-def level_counts(records) -> dict[str, dict[str, int]]:
-    """Class name -> level -> number of records whose caption fractions fall at that level (coverage check)."""
-    counts = {c.name: {level: 0 for level in LEVELS} for c in CAPTIONED_CLASSES}
-    for record in records:
-        for name, fraction in record["fractions"].items():
-            if name in counts and fraction > 0:
-                counts[name][level_for_fraction(fraction)] += 1
-    return counts
-
-
-def dataset_contact_sheet(root: str | Path, path: str | Path, count: int = 16, per_row: int = 4,
-                          tile_size: int | None = 192, colors: int | None = 256) -> Path:
-    """PNG of the first `count` pairs of a data set: each image beside its mask overlay, levels on top.
-
-    The overlay tile's label gives each present class's level initial (L/M/H) in the class colour; the legend
-    at the bottom names the colours. Quantising to `colors` keeps the file small enough for docs.
-    """
-    from renal_ldm.contact_sheet import chunk, save_contact_sheet  # only this helper draws
-
-    root = Path(root)
-    records = read_captions(root)[:count]
-    rows, masks, labels = [], [], []
-    for record in records:
-        image = np.asarray(Image.open(root / IMAGES_DIR / record["file"]).convert("RGB"))
-        mask = np.asarray(Image.open(root / MASKS_DIR / record["file"]))
-        levels = [
-            (level_for_fraction(record["fractions"][c.name])[0].upper() + " ", c.color)
-            for c in CAPTIONED_CLASSES
-            if record["fractions"].get(c.name, 0) > 0
-        ]
-        rows += [image, image]
-        masks += [None, mask]
-        labels += [Path(record["file"]).stem, levels]
-    return save_contact_sheet(
-        path, chunk(rows, 2 * per_row), masks=chunk(masks, 2 * per_row), tile_labels=chunk(labels, 2 * per_row),
-        tile_size=tile_size, colors=colors, legend=True,
-    )

@@ -9,15 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from renal_ldm.phantom import (
-    CAPTIONS_FILE,
-    IMAGES_DIR,
-    MASKS_DIR,
-    check_output_dir,
-    dataset_contact_sheet,
-    generate_dataset,
-    parse_composition,
-)
+from renal_ldm.contact_sheet import dataset_contact_sheet
+from renal_ldm.data.layout import CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, check_output
+from renal_ldm.phantom import generate_dataset, parse_composition
 
 SHEET_COUNT = 16
 
@@ -56,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     sheet = Path(args.contact_sheet) if args.contact_sheet else None
     if sheet is not None and sheet.suffix.lower() != ".png":
         raise ValueError(f"--contact-sheet must name a .png file; got {sheet}")
-    check_output_dir(args.out, args.overwrite)  # refuse early, before any work
+    check_output(args.out, overwrite=args.overwrite)  # refuse early, before any work
     start = time.perf_counter()
     with tqdm(total=args.n, unit="pair", desc="phantoms", delay=0.5) as bar:  # no bar for instant errors
         out = generate_dataset(

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--mask", help="label, palette or binary mask of the slide, at full size or the slide size divided by any k"
     )
-    p.add_argument("--out", required=True, help="output folder (must be new or empty unless --overwrite)")
+    p.add_argument("--out", required=True, help="output folder (one holding a data set needs --overwrite or --append)")
     p.add_argument("--size", type=int, default=256, help="patch side in pixels (default 256)")
     p.add_argument("--level", type=int, default=0, help="pyramid level to cut patches from (default 0, full res)")
     p.add_argument("--stride", type=int, help="step between patches in level pixels (default: the patch size)")
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     )
     add_mask_arguments(p)
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--overwrite", action="store_true", help="replace images/, masks/, captions.jsonl in --out")
+    mode.add_argument("--overwrite", action="store_true", help="replace the data set in --out (only its own entries)")
     mode.add_argument("--append", action="store_true", help="add this slide's patches to the data set in --out")
     p.set_defaults(func=run)
 

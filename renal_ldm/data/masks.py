@@ -134,7 +134,9 @@ def _binary_to_labels(arr: np.ndarray, class_name: str, zero_is_background: bool
     values = np.unique(gray)
     if values.size > 2 or (values.size == 2 and values[0] != 0):
         shown = ", ".join(str(v) for v in values[:12].tolist()) + (" ..." if values.size > 12 else "")
-        raise ValueError(f"binary mask holds {values.size} distinct values ({shown}); expected zero and one non-zero value")
+        raise ValueError(
+            f"binary mask holds {values.size} distinct values ({shown}); expected zero and one non-zero value"
+        )
     zero_label = BACKGROUND_ID if zero_is_background else OTHER_TISSUE_ID
     return np.where(gray > 0, cls.id, zero_label).astype(np.uint8)
 

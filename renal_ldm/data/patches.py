@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Subset, get_worker_info
 from renal_ldm.captions import mask_to_caption
 from renal_ldm.data.masks import load_mask
 from renal_ldm.data.slide_reader import to_rgb
-from renal_ldm.data.tiling import CACHE_FILE, CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR
+from renal_ldm.data.layout import CACHE_FILE, CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, image_path, mask_path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
@@ -70,7 +70,8 @@ class PatchDataset(Dataset):
             pairs = _manifest_pairs(source)
         else:
             raise FileNotFoundError(
-                f"data set not found: {source}; expected a folder with {IMAGES_DIR}/ and {MASKS_DIR}/ or a .jsonl manifest"
+                f"data set not found: {source}; expected a folder with {IMAGES_DIR}/ and {MASKS_DIR}/ "
+                "or a .jsonl manifest"
             )
         cache = _CaptionCache(self.root, self.mask_options)
         self.records: list[PatchRecord] = [cache.record(self.root, *pair) for pair in pairs]
@@ -183,7 +184,9 @@ def _check_same_size(image: Path, image_size, mask: Path, mask_size) -> None:
 
 
 def _files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
 
 
 def _folder_pairs(root: Path) -> list[tuple[Path, Path | None, str | None]]:
@@ -230,9 +233,9 @@ def _manifest_pairs(manifest: Path) -> list[tuple[Path, Path | None, str | None]
         if "image" in row:
             image = root / row["image"]
             mask = root / row["mask"] if row.get("mask") else None
-        elif "file" in row:  # captions.jsonl beside images/ and masks/ (phantom generator, tiler)
-            image = root / IMAGES_DIR / row["file"]
-            mask = root / MASKS_DIR / row["file"]
+        elif "file" in row:  # captions.jsonl beside images/ and masks/ (data.layout: phantom generator, tiler)
+            image = image_path(root, row["file"])
+            mask = mask_path(root, row["file"])
             mask = mask if mask.is_file() else None
         else:
             raise ValueError(f"{where}: no \"image\" (or \"file\") key; expected \"image\" and \"mask\" or \"caption\"")
@@ -301,7 +304,8 @@ class _CaptionCache:
             self.masks_read += 1
             _check_same_size(image, size, mask, labels.shape[::-1])
             caption = mask_to_caption(labels)
-        return {"image": key[0], "mask": key[1], "options": key[2], "stats": stats, "size": list(size), "caption": caption}
+        return {"image": key[0], "mask": key[1], "options": key[2], "stats": stats, "size": list(size),
+                "caption": caption}
 
     def save(self) -> None:
         if not self.changed:

@@ -9,6 +9,7 @@ that tiling stays bounded.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from pathlib import Path
 
@@ -22,8 +23,12 @@ _CHUNK_CACHE_BYTES = 64 * 2**20
 """Decoded TIFF tiles/strips kept for neighbouring patches: one row of strips of a wide slide fits."""
 
 
-class RegionReader:
-    """A slide or mask image as a pyramid of levels, read one rectangle at a time (coordinates of that level)."""
+class RegionReader(ABC):
+    """A slide or mask image as a pyramid of levels, read one rectangle at a time (coordinates of that level).
+
+    A subclass sets `path` and the levels (`_set_levels`) and implements `_read` and `close`; one that forgets
+    either method fails at construction (TypeError), not at the first read.
+    """
 
     path: Path
     level_dimensions: tuple[tuple[int, int], ...]
@@ -59,11 +64,13 @@ class RegionReader:
         fits = [i for i, ds in enumerate(self.level_downsamples) if ds <= downsample * (1 + 1e-6)]
         return max(fits, key=lambda i: self.level_downsamples[i], default=0)
 
-    def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """Pixels of a rectangle already checked to lie inside `level`."""
 
+    @abstractmethod
     def close(self) -> None:
-        pass
+        """Release the file (and any decoded data) the reader holds."""
 
     def __enter__(self):
         return self
@@ -116,7 +123,9 @@ class TiffReader(RegionReader):
         self._pages = [lvl.keyframe for lvl in series.levels]
         for page in self._pages:
             if page.samplesperpixel > 1 and page.planarconfig != tifffile.PLANARCONFIG.CONTIG:
-                raise ValueError(f"{self.path}: planar-separate TIFFs are not supported; save it interleaved (RGBRGB...)")
+                raise ValueError(
+                    f"{self.path}: planar-separate TIFFs are not supported; save it interleaved (RGBRGB...)"
+                )
         self._set_levels([(p.imagewidth, p.imagelength) for p in self._pages])
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_bytes = 0
@@ -193,7 +202,9 @@ class PilReader(RegionReader):
             self._img = Image.open(self.path)
             self._img.load()  # decodes once; PIL then closes the file
         except Image.DecompressionBombError as exc:
-            raise ValueError(f"{self.path}: too many pixels to decode as one image ({exc}); {LARGE_IMAGE_HINT}") from None
+            raise ValueError(
+                f"{self.path}: too many pixels to decode as one image ({exc}); {LARGE_IMAGE_HINT}"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise ValueError(f"{self.path}: not a readable image file ({exc})") from None
         self._set_levels([self._img.size])

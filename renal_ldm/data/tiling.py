@@ -3,38 +3,29 @@
 Why region by region: a slide can be far larger than memory, so each patch, each mask window and the tissue
 thumbnail are read through `slide_reader` in pieces no larger than a patch. Tissue is the mask's non-background
 labels, or without a mask an Otsu threshold on HSV saturation of a low-resolution view (glass is unsaturated).
-The output is the folder format `patches.PatchDataset` reads: images/, masks/, captions.jsonl.
+The output is the patch data-set format of `layout` (images/, masks/, captions.jsonl), which
+`patches.PatchDataset` reads; its rule for an existing data set (refuse, overwrite, append) is layout's too.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from renal_ldm.captions import mask_fractions, mask_to_caption
-from renal_ldm.classes import BACKGROUND_ID, by_id
+from renal_ldm.classes import BACKGROUND_ID
+from renal_ldm.data.layout import IMAGES_DIR, DatasetWriter
 from renal_ldm.data.masks import to_label_mask
 from renal_ldm.data.slide_reader import RegionReader, open_mask, open_slide, to_rgb
 
-CAPTIONS_FILE = "captions.jsonl"
-CACHE_FILE = ".captions-cache.jsonl"
-"""The caption cache `patches.PatchDataset` keeps beside a data set; removed when tiling overwrites it."""
-IMAGES_DIR, MASKS_DIR = "images", "masks"
 THUMBNAIL_MAX_SIDE = 2048
 """Long side (at most) of the low-resolution view the Otsu tissue threshold is computed on."""
 THUMBNAIL_PIXELS_PER_PATCH = 16
 """...and no finer than this many view pixels per patch side: enough for a tissue fraction, cheap to read."""
-PNG_COMPRESS_LEVEL = 1
-"""zlib level for patch PNGs: on real PAS patches 40% faster to write than the default 6, files 10% larger."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +62,9 @@ def tile_slide(
 
     Patch files are named `{slide stem}_{x}_{y}.png` with x, y the patch origin in level-0 pixels. With a mask,
     masks/ holds label PNGs (values 0..7) and captions.jsonl one row per patch. `progress(done, total)` is
-    called after each candidate patch. A non-empty `out_dir` is refused unless `overwrite` (replace its data
-    set) or `append` (add this slide's patches, e.g. many slides into one set). Pass readers instead of paths
-    to inspect what was read.
+    called after each candidate patch. A folder that holds a data set is refused unless `overwrite` (replace
+    it; put back if the run fails) or `append` (add this slide's patches, e.g. many slides into one set).
+    Pass readers instead of paths to inspect what was read.
     """
     size, stride = int(size), int(stride if stride is not None else size)
     if size < 1 or stride < 1:
@@ -91,11 +82,26 @@ def tile_slide(
         if mask_reader is not None:
             sampler = _MaskSampler(mask_reader, slide_reader.dimensions, binary_class, zero_is_background)
         stem = slide_reader.path.stem
-        out = _Output(out_dir, stem, with_masks=sampler is not None, overwrite=overwrite, append=append)
+        out = DatasetWriter(out_dir, with_masks=sampler is not None, overwrite=overwrite, append=append,
+                            append_hint="to add this slide's patches")
+        if out.appending:
+            _check_not_tiled(out.root, stem)
         if sampler is None:
             tissue = _SaturationTissue(slide_reader, chunk=size, patch_extent=size * ds)
-        out.prepare()  # only now, with every request checked, may --overwrite delete the old data set
-        return _write(out, slide_reader, grid, level, ds, size, stride, stem, sampler, tissue, float(min_tissue), progress)
+        with out:  # only now, with every request checked, may --overwrite set the old data set aside
+            written = _write(out, slide_reader, grid, level, ds, size, stem, sampler, tissue, float(min_tissue),
+                             progress)
+        return TilingResult(
+            out_dir=out.root,
+            candidates=len(grid),
+            written=written,
+            skipped=len(grid) - written,
+            size=size,
+            level=level,
+            stride=stride,
+            mask_downsample=None if sampler is None else (sampler.kx, sampler.ky),
+            saturation_threshold=None if tissue is None else tissue.threshold,
+        )
     finally:
         if not isinstance(slide, RegionReader):
             slide_reader.close()
@@ -103,137 +109,33 @@ def tile_slide(
             mask_reader.close()
 
 
-def _write(out: _Output, reader, grid, level, ds, size, stride, stem, sampler, tissue, min_tissue, progress):
+def _write(out: DatasetWriter, reader, grid, level, ds, size, stem, sampler, tissue, min_tissue, progress) -> int:
+    """Write every candidate patch with enough tissue; returns how many were written."""
     written = 0
-    try:
-        for done, (x, y) in enumerate(grid, 1):
-            x0, y0 = round(x * ds), round(y * ds)
-            labels = None
-            if sampler is not None:
-                labels = sampler.labels(x0, y0, size, ds)
-                fraction = float(np.count_nonzero(labels != BACKGROUND_ID)) / labels.size
-            else:
-                fraction = tissue.fraction(x0, y0, size * ds)
-            if fraction >= min_tissue:
-                rgb = to_rgb(reader.read_region(level, x, y, size, size))
-                row = {"x": x0, "y": y0, "level": level, "size": size, "tissue": round(fraction, 6)}
-                out.add(f"{stem}_{x0}_{y0}.png", rgb, labels, row)
-                written += 1
-            if progress is not None:
-                progress(done, len(grid))
-        out.commit()
-    except BaseException:
-        out.rollback()
-        raise
-    return TilingResult(
-        out_dir=out.root,
-        candidates=len(grid),
-        written=written,
-        skipped=len(grid) - written,
-        size=size,
-        level=level,
-        stride=stride,
-        mask_downsample=None if sampler is None else (sampler.kx, sampler.ky),
-        saturation_threshold=None if tissue is None else tissue.threshold,
-    )
+    for done, (x, y) in enumerate(grid, 1):
+        x0, y0 = round(x * ds), round(y * ds)
+        labels = None
+        if sampler is not None:
+            labels = sampler.labels(x0, y0, size, ds)
+            fraction = float(np.count_nonzero(labels != BACKGROUND_ID)) / labels.size
+        else:
+            fraction = tissue.fraction(x0, y0, size * ds)
+        if fraction >= min_tissue:
+            rgb = to_rgb(reader.read_region(level, x, y, size, size))
+            out.add(f"{stem}_{x0}_{y0}.png", rgb, labels, x=x0, y=y0, level=level, size=size, tissue=round(fraction, 6))
+            written += 1
+        if progress is not None:
+            progress(done, len(grid))
+    return written
 
 
-class _Output:
-    """The output data set: refuses to clobber, appends another slide on request, undoes a failed run."""
-
-    def __init__(self, root: Path, stem: str, with_masks: bool, overwrite: bool, append: bool) -> None:
-        """Checks only; nothing is changed on disk before `prepare`."""
-        self.root, self.with_masks, self.replace = root, with_masks, False
-        self.images, self.masks, self.captions = root / IMAGES_DIR, root / MASKS_DIR, root / CAPTIONS_FILE
-        self.rows: list[dict] = []
-        self.files: list[Path] = []
-        self.backup: Path | None = None  # the replaced data set, kept until this run commits
-        if root.exists() and not root.is_dir():
-            raise NotADirectoryError(f"output {root} exists and is not a folder")
-        if root.is_dir() and any(root.iterdir()):
-            if overwrite:
-                self.replace = True
-            elif append:
-                self._check_append(stem)
-            else:
-                raise FileExistsError(
-                    f"output folder {root} is not empty; choose a new folder, pass --append (append=True) to add "
-                    f"this slide's patches, or --overwrite (overwrite=True) to replace its {IMAGES_DIR}/, "
-                    f"{MASKS_DIR}/ and {CAPTIONS_FILE}"
-                )
-
-    def prepare(self) -> None:
-        if self.replace:  # set aside, not deleted: a run that fails half-way (e.g. a bad mask region) restores it
-            self.backup = self.root / f".{IMAGES_DIR}-replaced.{os.getpid()}"
-            shutil.rmtree(self.backup, ignore_errors=True)
-            self.backup.mkdir()
-            for path in self._replaced():
-                if path.exists():
-                    os.replace(path, self.backup / path.name)
-        self.images.mkdir(parents=True, exist_ok=True)
-        if self.with_masks:
-            self.masks.mkdir(exist_ok=True)
-
-    def _check_append(self, stem: str) -> None:
-        has_masks = self.masks.is_dir()
-        if has_masks != self.with_masks:
-            have = "has masks" if has_masks else "has no masks"
-            this = "has a mask" if self.with_masks else "has no mask"
-            raise ValueError(f"cannot append to {self.root}: it {have} and this run {this}; use one kind per data set")
-        pattern = re.compile(rf"{re.escape(stem)}_\d+_\d+\.png")
-        names = self.images.iterdir() if self.images.is_dir() else ()
-        clash = next((p for p in names if pattern.fullmatch(p.name)), None)
-        if clash is not None:
-            raise FileExistsError(f"cannot append: {clash} shows slide {stem!r} is already tiled into {self.root}")
-
-    def add(self, name: str, rgb: np.ndarray, labels: np.ndarray | None, row: dict) -> None:
-        self.files.append(self.images / name)
-        Image.fromarray(rgb).save(self.images / name, compress_level=PNG_COMPRESS_LEVEL)
-        if labels is not None:
-            self.files.append(self.masks / name)
-            Image.fromarray(labels).save(self.masks / name, compress_level=PNG_COMPRESS_LEVEL)
-            fractions = mask_fractions(labels)
-            self.rows.append(
-                {
-                    "file": name,
-                    "caption": mask_to_caption(labels),
-                    "fractions": {by_id(k).name: round(v, 6) for k, v in fractions.items()},
-                    **row,
-                }
-            )
-
-    def _replaced(self) -> tuple[Path, ...]:
-        return (self.images, self.masks, self.captions, self.root / CACHE_FILE)
-
-    def commit(self) -> None:
-        """captions.jsonl is replaced in one step, with earlier slides' rows kept in front."""
-        if self.with_masks:
-            old = self.captions.read_text(encoding="utf-8") if self.captions.is_file() else ""
-            if old and not old.endswith("\n"):
-                old += "\n"
-            tmp = self.root / f"{CAPTIONS_FILE}.{os.getpid()}.tmp"
-            tmp.write_text(old + "".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
-            os.replace(tmp, self.captions)
-        if self.backup is not None:
-            shutil.rmtree(self.backup, ignore_errors=True)
-            self.backup = None
-
-    def rollback(self) -> None:
-        """Remove exactly the files this run wrote; earlier slides of an appended data set stay, and a data set
-        this run was replacing is put back."""
-        for path in self.files:
-            path.unlink(missing_ok=True)
-        if self.backup is not None:
-            for path in self._replaced():
-                kept = self.backup / path.name
-                if kept.exists():
-                    if path.is_dir():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
-                    os.replace(kept, path)
-            shutil.rmtree(self.backup, ignore_errors=True)
-            self.backup = None
+def _check_not_tiled(root: Path, stem: str) -> None:
+    """Appending the same slide twice would duplicate its patches: refused, naming a patch that shows it."""
+    pattern = re.compile(rf"{re.escape(stem)}_\d+_\d+\.png")
+    images = root / IMAGES_DIR
+    clash = next((p for p in images.iterdir() if pattern.fullmatch(p.name)), None) if images.is_dir() else None
+    if clash is not None:
+        raise FileExistsError(f"cannot append: {clash} shows slide {stem!r} is already tiled into {root}")
 
 
 def _grid(reader: RegionReader, level: int, size: int, stride: int) -> Iterator[tuple[int, int]]:

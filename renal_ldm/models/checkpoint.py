@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from renal_ldm import __version__
+from renal_ldm.fsutil import replace_dir_atomically
 from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
 from renal_ldm.models.configs import ModelConfig
 from renal_ldm.models.manifest import MANIFEST, is_checkpoint, manifest_path, read_manifest
@@ -93,7 +93,7 @@ def save_model(
             "extra": {**model.extra, **(extra or {})},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, model_dir)
+        replace_dir_atomically(tmp, model_dir)  # a crash never leaves a half-written model
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -108,18 +108,6 @@ def _save_module(folder: Path, module, digest) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
     digest.update((folder / WEIGHTS).read_bytes())
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; an existing dst is swapped out first so a crash never leaves a half-written model."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
 
 
 def load_model(

@@ -1,4 +1,4 @@
-"""Pieces both training loops share: precision policy, deterministic data order, RNG state, metrics, atomic dirs.
+"""Pieces both training loops share: precision policy, deterministic data order, RNG state, metrics, run files.
 
 Determinism: the order of the training items is a pure function of (seed, position in the stream), and any
 randomness a data set draws inside __getitem__ from the global python / numpy / torch generators is seeded
@@ -10,9 +10,7 @@ and noise an uninterrupted one would, even though accelerate's data loader fetch
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from renal_ldm.fsutil import recover_dir as recover_dir  # re-exported: the training loops import it from here
+from renal_ldm.fsutil import replace_dir_atomically as replace_dir  # noqa: F401 - re-exported, as recover_dir
+from renal_ldm.fsutil import write_file_atomically
 
 FP16_REFUSED = (
     "--mixed-precision fp16 is refused: in the reference study fp16 autocast let gradients underflow to zero, "
@@ -247,24 +249,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return lines
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished directory into place; an existing dst is swapped out first, then removed."""
-    old = dst.with_name(f".{dst.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_dir(dst: Path) -> None:
-    """After a crash between the two renames of replace_dir, put the previous directory back."""
-    old = dst.with_name(f".{dst.name}.old")
-    if not dst.exists() and old.is_dir():
-        os.replace(old, dst)
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """`data` as indented JSON, replaced in one step (a crash never leaves half a run.json)."""
+    write_file_atomically(path, json.dumps(data, indent=2, default=str) + "\n")

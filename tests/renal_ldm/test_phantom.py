@@ -19,16 +19,8 @@ from renal_ldm.captions import level_for_fraction, mask_fractions, mask_to_capti
 from renal_ldm.classes import BACKGROUND_ID, CAPTIONED_CLASSES, MAX_LABEL, TISSUE_CLASSES
 from renal_ldm import cli
 from renal_ldm.contact_sheet import contact_sheet, overlay_mask
-from renal_ldm.phantom import (
-    MIN_SIZE,
-    PART_LABELS,
-    Part,
-    generate_dataset,
-    generate_phantom,
-    level_counts,
-    parse_composition,
-    read_captions,
-)
+from renal_ldm.data.layout import level_counts, read_captions
+from renal_ldm.phantom import MIN_SIZE, PART_LABELS, Part, generate_dataset, generate_phantom, parse_composition
 
 BACKGROUND = TISSUE_CLASSES[BACKGROUND_ID].name
 

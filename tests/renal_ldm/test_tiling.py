@@ -13,7 +13,14 @@ from renal_ldm.captions import caption_to_levels, mask_to_caption
 from renal_ldm.classes import GLOMERULI_ID, OTHER_TISSUE_ID, by_name
 from renal_ldm.cli import main
 from renal_ldm.data.patches import PatchDataset
-from renal_ldm.data.slide_reader import OpenSlideReader, PilReader, TiffReader, open_mask, open_slide
+from renal_ldm.data.slide_reader import (
+    OpenSlideReader,
+    PilReader,
+    RegionReader,
+    TiffReader,
+    open_mask,
+    open_slide,
+)
 from renal_ldm.data.tiling import tile_slide
 
 TUBULI = by_name("Tubuli").id
@@ -92,7 +99,9 @@ def test_mask_at_downsample_4_filters_and_captions_patches(slide, tmp_path):
 
 def test_min_tissue_thresholds_with_a_mask(slide, tmp_path):
     counts = [
-        tile_slide(slide / "s.tif", tmp_path / str(t), mask=slide / "s_mask.png", level=1, size=128, min_tissue=t).written
+        tile_slide(
+            slide / "s.tif", tmp_path / str(t), mask=slide / "s_mask.png", level=1, size=128, min_tissue=t
+        ).written
         for t in (0.0, 0.1, 1.0)
     ]
     assert counts == [16, 12, 8]  # level-1 patches over the strip hold 64 / 512 = 0.125 tissue
@@ -217,7 +226,8 @@ def test_tiff_reader_regions_match_the_whole_image(tmp_path):
                 reader.read_region(0, 290, 0, 20, 20)
     with TiffReader(tmp_path / "p.tif") as reader:
         region = reader.read_region(0, 0, 0, 60, 50)
-        assert region.shape == (50, 60, 3) and np.array_equal(region[palette == 1], np.tile([255, 0, 0], ((palette == 1).sum(), 1)))
+        red = np.tile([255, 0, 0], ((palette == 1).sum(), 1))
+        assert region.shape == (50, 60, 3) and np.array_equal(region[palette == 1], red)
 
 
 def test_real_kidney_tiles_into_captioned_patches(kidney_pas_dir, tmp_path):
@@ -248,3 +258,23 @@ def test_mask_of_an_odd_sized_slide_at_rounded_downsample_is_accepted(tmp_path):
     assert result.written == 8 and result.mask_downsample == pytest.approx((1030 / 258, 530 / 133))
     rows = [json.loads(line) for line in (tmp_path / "out" / "captions.jsonl").read_text().splitlines()]
     assert {r["file"]: caption_to_levels(r["caption"]) for r in rows}["odd_0_0.png"] == {"Tubuli": "high"}
+
+
+def test_a_reader_that_forgets_a_method_fails_at_construction(tmp_path):
+    class NoClose(RegionReader):
+        def _read(self, level, x, y, w, h):
+            return np.zeros((h, w, 3), np.uint8)
+
+    class Complete(NoClose):
+        def __init__(self) -> None:
+            super().__init__()
+            self.path = tmp_path / "memory"
+            self._set_levels([(64, 32)])
+
+        def close(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="abstract method.*close"):
+        NoClose()
+    with Complete() as reader:
+        assert reader.read_region(0, 8, 8, 4, 2).shape == (2, 4, 3) and reader.max_request == (4, 2)
