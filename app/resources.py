@@ -9,7 +9,7 @@ from app.generation import GenerationService
 
 @st.cache_resource(show_spinner=False)
 def _migrated(url: str) -> str | None:
-    from db.session import init_db
+    from db.migrate import init_db
 
     return init_db(url)
 

@@ -1,41 +1,26 @@
 """The researcher's side of the survey, for the Manage surveys and Results pages: no widgets here.
 
-- creating a survey from uploads, Library samples or a server folder: every file checked and normalised the
-  same way (renal_ldm.survey_images); any refused file stops the creation with one message per file, and
-  nothing is stored (the researcher's uploads stay in the form to fix and retry);
-- the demo survey in a background thread (renal_ldm.survey_demo), polled by the page;
+- creating a survey from gathered files (app.survey_files): every file checked and normalised the same way
+  (renal_ldm.survey_images); any refused file stops the creation with one message per file, and nothing is
+  stored (the researcher's uploads stay in the form to fix and retry); storing is app.survey_store;
 - results: answers -> renal_ldm.survey records -> statistics, tables, heatmap data, CSV import with line numbers.
+
+The demo survey is app.survey_demo.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import random
 import re
-import threading
-import time
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from app.survey_store import create_image_survey, read_image_bytes, thumbnail_png
 from db import repository as repo
 from renal_ldm import survey as stats_lib
-from renal_ldm.survey_images import (
-    DEFAULT_MAX_PIXELS,
-    create_image_survey,
-    folder_files,
-    normalise_files,
-    read_image_bytes,
-    thumbnail_png,
-)
-
-UPLOAD, LIBRARY, FOLDER = "Upload files", "Library samples", "Server folder"
-REAL_SOURCES = (UPLOAD, FOLDER)
-SYNTHETIC_SOURCES = (UPLOAD, LIBRARY, FOLDER)
-LIBRARY_PAGE = 500
+from renal_ldm.survey_images import DEFAULT_MAX_PIXELS, normalise_files
 
 
 # ------------------------------------------------------------------------------------------------ links
@@ -65,31 +50,6 @@ class CreateResult:
     notes: list[str] = field(default_factory=list)
     real: int = 0
     synthetic: int = 0
-
-
-def library_files(sample_ids: Iterable[int]) -> tuple[list[tuple[str, bytes]], list[str]]:
-    """(name, bytes) of Library samples by id; a missing sample or file is one error naming it."""
-    files, errors = [], []
-    for sample_id in sample_ids:
-        try:
-            sample = repo.get_sample(int(sample_id))
-            if sample is None:  # deleted from the Library since it was picked (another tab, another user)
-                errors.append(f"Library sample #{sample_id}: no longer in the Library (deleted); pick another")
-                continue
-            files.append((f"Library sample #{sample.id}", read_image_bytes(sample.image_path)))
-        except (ValueError, OSError) as exc:
-            errors.append(f"Library sample #{sample_id}: cannot be read ({exc})")
-    return files, errors
-
-
-def library_choices() -> list:
-    """The newest Library samples (records with id, caption, model_name, seed) for a multiselect."""
-    return repo.list_samples(limit=LIBRARY_PAGE)
-
-
-def library_label(sample) -> str:
-    first = next((line for line in sample.caption.splitlines()[1:] if line.strip()), "(no caption)")
-    return f"#{sample.id} · {sample.model_name} · seed {sample.seed} · {first}"
 
 
 def _pick(files: list[tuple[str, bytes]], n: int, what: str, notes: list[str]) -> list[tuple[str, bytes]]:
@@ -134,65 +94,12 @@ def create_survey_from_files(
         return result
     try:
         result.token = create_image_survey(title, [i.png for i in real], [i.png for i in synthetic],
-                                           status="open" if open_now else "draft")
+                                           status=stats_lib.OPEN if open_now else stats_lib.DRAFT)
     except ValueError as exc:
         result.errors.append(str(exc))
         return result
     result.real, result.synthetic = len(real), len(synthetic)
     return result
-
-
-# ------------------------------------------------------------------------------------------- demo job
-
-
-@dataclass
-class DemoJob:
-    """The demo survey being built in a background thread (the page polls it)."""
-
-    id: str
-    stage: str = "starting"
-    done: int = 0
-    total: int = 1
-    result: object | None = None
-    error: str | None = None
-    finished: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
-
-
-_jobs: dict[str, DemoJob] = {}
-_jobs_lock = threading.Lock()
-
-
-def start_demo_job(n: int = 20, **kwargs) -> DemoJob:
-    """Start building the demo survey in a thread; returns the job (also found again by get_job(id))."""
-    from renal_ldm.survey_demo import create_demo_survey
-
-    job = DemoJob(uuid.uuid4().hex)
-
-    def progress(stage: str, done: int, total: int) -> None:
-        job.stage, job.done, job.total = stage, done, total
-
-    def run() -> None:
-        try:
-            job.result = create_demo_survey(n, progress=progress, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - shown to the researcher on the page
-            job.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            job.finished = True
-
-    with _jobs_lock:
-        _jobs[job.id] = job
-    threading.Thread(target=run, name=f"survey-demo-{job.id[:8]}", daemon=True).start()
-    return job
-
-
-def get_job(job_id: str | None) -> DemoJob | None:
-    with _jobs_lock:
-        return _jobs.get(job_id) if job_id else None
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -301,35 +208,14 @@ class ImportOutcome:
     skipped_blank_answers: int = 0
 
 
-_LINE_PROBLEM = re.compile(r"(?:^|; )(line \d+: .*?)(?=; line \d+: |; and \d+ more$|$)")
 _QUESTION_NUMBER = re.compile(r"^(?:q(?:uestion)?\s*)?(\d+)$", re.IGNORECASE)
 
 
-def split_problems(message: str) -> list[str]:
-    """The per-line problems of read_responses_csv's one-message ValueError, one string each."""
-    head, sep, rest = message.partition(" problem(s): ")
-    if not sep:
-        return [message]
-    found = _LINE_PROBLEM.findall(rest)
-    more = re.search(r"; and (\d+) more$", rest)
-    if more:
-        found.append(f"... and {more.group(1)} more problems")
-    return found or [message]
-
-
-def _data_lines(text: str) -> list[int]:
-    """File line numbers of the non-blank data rows, in the order read_responses_csv returns their records."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    lines = []
-    header_seen = False
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        if not header_seen:
-            header_seen = True
-            continue
-        lines.append(reader.line_num)
-    return lines
+def listed_problems(error: stats_lib.ResponsesCSVError) -> list[str]:
+    """The reader's problems as the page lists them: 'line N: problem', the first MAX_LISTED_PROBLEMS, then a count."""
+    shown = [f"line {line}: {problem}" for line, problem in error.problems[: stats_lib.MAX_LISTED_PROBLEMS]]
+    more = len(error.problems) - len(shown)
+    return shown + ([f"... and {more} more problems"] if more else [])
 
 
 def question_ref(question: str) -> int | str:
@@ -352,19 +238,21 @@ def import_csv(survey_id: int, data: bytes | str) -> ImportOutcome:
         outcome.problems.append(f"the file is not UTF-8 text ({exc}); expected a CSV file")
         return outcome
     try:
-        records = stats_lib.read_responses_csv(text if ("\n" in text or "\r" in text) else text + "\n")
-    except ValueError as exc:
-        outcome.problems = split_problems(str(exc))
+        numbered = stats_lib.read_numbered_responses(text if ("\n" in text or "\r" in text) else text + "\n")
+    except stats_lib.ResponsesCSVError as exc:
+        outcome.problems = listed_problems(exc)
         return outcome
-    if not records:
+    except ValueError as exc:  # no header, or a header without the columns: one message for the whole file
+        outcome.problems = [str(exc)]
+        return outcome
+    if not numbered:
         outcome.problems.append("the file has a header but no rows; nothing to import")
         return outcome
-    lines = _data_lines(text)
     items = repo.survey_items_with_truth(survey_id)
     by_position = {i.position + 1: i for i in items}
     by_public = {i.public_id: i for i in items}
     rows = []
-    for line, rec in zip(lines, records, strict=False):
+    for line, rec in numbered:
         ref = question_ref(rec.question)
         item = by_position.get(ref) if isinstance(ref, int) else by_public.get(ref)
         if item is None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from app.survey_store import read_image_bytes
 from db import repository as repo
-from renal_ldm.survey_images import read_image_bytes
+from renal_ldm import survey as vocabulary
 
 # st.session_state keys (server-side; the browser never receives session state).
 PARTICIPANT = "renal_ldm.participant"  # this browser session arrived by a survey link: survey page only
@@ -33,14 +34,11 @@ MIN_VIEW_S = 0.4
 """Clicks on an image within this many seconds of drawing it are ignored: the second click of a double click
 that lands on the next image's button (the server can redraw faster than a person double-clicks)."""
 
-REAL_LABEL, SYNTHETIC_LABEL = "Real", "Synthetic"
-EXPERIENCE_LABELS = {
-    1: "1 - Barely any experience",
-    2: "2",
-    3: "3",
-    4: "4",
-    5: "5 - Pathologist",
-}
+REAL_LABEL = vocabulary.ANSWER_TEXTS[vocabulary.REAL]
+SYNTHETIC_LABEL = vocabulary.ANSWER_TEXTS[vocabulary.SYNTHETIC]
+ANSWERS = ((REAL_LABEL, vocabulary.REAL), (SYNTHETIC_LABEL, vocabulary.SYNTHETIC))
+"""(button text, stored answer) of the two answer buttons, in the order they are shown."""
+EXPERIENCE_LABELS = {level: vocabulary.experience_label(level) for level in vocabulary.EXPERIENCE_LEVELS}
 EXPERIENCE_QUESTION = "How much experience do you have with renal histopathology?"
 INSTRUCTIONS = """
 You will see images of kidney tissue, one at a time. Some are real tissue patches and some were generated
@@ -113,7 +111,7 @@ def current_tokens() -> tuple[str | None, str | None]:
 
 
 def _closed_message(status: str) -> str:
-    if status == "draft":
+    if status == vocabulary.DRAFT:
         return "This survey is not open yet. Please try again later."
     return "This survey is closed and accepts no more answers. Thank you for your interest."
 
@@ -133,7 +131,7 @@ def resolve_screen(survey_token: str | None, resume_token: str | None) -> Screen
             survey = repo.get_survey(participant.survey_id)
             if participant.finished:
                 return Screen("done", title=survey.title, message=THANK_YOU)
-            if survey.status != "open":
+            if survey.status != vocabulary.OPEN:
                 return Screen("closed", title=survey.title, message=_closed_message(survey.status))
             item = repo.next_unanswered_item(resume_token)
             if item is None:
@@ -146,7 +144,7 @@ def resolve_screen(survey_token: str | None, resume_token: str | None) -> Screen
         survey = repo.get_survey_by_token(survey_token)
     except repo.NotFoundError:
         return Screen("not_found", message="This survey link is not valid. Please check the address you were given.")
-    if survey.status != "open":
+    if survey.status != vocabulary.OPEN:
         return Screen("closed", title=survey.title, message=_closed_message(survey.status))
     return Screen("start", title=survey.title, total=survey.item_count)
 

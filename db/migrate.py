@@ -45,6 +45,11 @@ def current_revision(url: str | None = None) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+def init_db(url: str | None = None) -> str | None:
+    """Migrate the database to the newest schema at start (idempotent); returns the revision it is at."""
+    return upgrade(url)
+
+
 def upgrade(url: str | None = None, revision: str = "head") -> str | None:
     """Apply migrations up to `revision` in one transaction; idempotent. Returns the revision reached."""
     config = alembic_config(url)

@@ -29,6 +29,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from renal_ldm import survey
+
 # Deterministic constraint names: Alembic needs names to alter or drop constraints later (SQLite batch mode too).
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -38,11 +40,12 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-TRUTH_VALUES = ("real", "synthetic")
-SURVEY_STATUSES = ("draft", "open", "closed")
+# The survey's words and bounds come from its one vocabulary (renal_ldm.survey), shared with pages and statistics.
+TRUTH_VALUES = survey.LABELS
+SURVEY_STATUSES = survey.STATUSES
+EXPERIENCE_MIN, EXPERIENCE_MAX = survey.EXPERIENCE_MIN, survey.EXPERIENCE_MAX
 MODEL_KINDS = ("demo", "user")
 ACCOUNT_ROLES = ("researcher", "annotator")
-EXPERIENCE_MIN, EXPERIENCE_MAX = 1, 5
 
 PATH_LEN = 500
 NAME_LEN = 200
@@ -141,9 +144,9 @@ class Survey(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
-    title: Mapped[str] = mapped_column(String(NAME_LEN))
+    title: Mapped[str] = mapped_column(String(survey.TITLE_MAX_CHARS))
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(16), default="draft")
+    status: Mapped[str] = mapped_column(String(16), default=survey.DRAFT)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -182,7 +185,7 @@ class Participant(Base):
     experience: Mapped[int | None] = mapped_column(Integer)
     # The per-participant random order of survey_items.id, drawn once at start ("order" is an SQL keyword).
     item_order: Mapped[list[Any]] = mapped_column(JSON)
-    strategy: Mapped[str | None] = mapped_column(Text)
+    strategy: Mapped[str | None] = mapped_column(Text)  # at most survey.STRATEGY_MAX_CHARS (the repository checks)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
 

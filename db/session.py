@@ -1,4 +1,4 @@
-"""Engines and transactions: one engine per database URL, short transactions, migrations to head at start.
+"""Engines and transactions: one engine per database URL, short transactions (migrations: db.migrate).
 
 `DATABASE_URL` picks the database (PostgreSQL to scale out); the default is a SQLite file in the data
 directory. SQLite connections get WAL (readers never block the writer), foreign keys, a busy timeout, and an
@@ -84,13 +84,6 @@ def session_scope(url: str | None = None, *, readonly: bool = False) -> Iterator
         raise
     finally:
         session.close()
-
-
-def init_db(url: str | None = None) -> str | None:
-    """Migrate the database to the newest schema (idempotent); returns the revision it is at."""
-    from db.migrate import upgrade
-
-    return upgrade(url)
 
 
 def _create_engine(url: str) -> Engine:

@@ -3,10 +3,13 @@
 import streamlit as st
 
 from app import survey_admin as admin
+from app import survey_demo as demo
+from app import survey_files as files
 from app.pages_registry import PAGES_DIR
 from app.settings import load_settings
 from app.survey_auth import require_researcher, survey_link_refusal
 from db import repository as repo
+from renal_ldm.survey import CLOSED, OPEN, TITLE_MAX_CHARS
 from renal_ldm.survey_demo import demo_model_available
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
 
@@ -31,7 +34,7 @@ with st.container(border=True):
                     "installed, so both halves are procedural phantom tissue (the 'synthetic' half from another "
                     "seed, and the title says so). It lets you walk the participant flow and the results page; "
                     "`renal-ldm survey-demo --model RUN/model` makes one with real model samples.")
-    job = admin.get_job(st.session_state.get(DEMO_JOB))
+    job = demo.get_job(st.session_state.get(DEMO_JOB))
     if job is not None and job.finished:
         st.session_state.pop(DEMO_JOB, None)
         if job.error:
@@ -41,13 +44,13 @@ with st.container(border=True):
         job = None
     if job is None:
         if st.button("Create a demo survey", key="survey_demo", type="primary"):
-            st.session_state[DEMO_JOB] = admin.start_demo_job().id
+            st.session_state[DEMO_JOB] = demo.start_demo_job().id
             st.rerun()
     else:
 
         @st.fragment(run_every=1.0)
         def demo_progress() -> None:
-            running = admin.get_job(st.session_state.get(DEMO_JOB))
+            running = demo.get_job(st.session_state.get(DEMO_JOB))
             if running is None or running.finished:
                 st.rerun(scope="app")
             st.progress(running.fraction, text=f"Building the demo survey: {running.stage} "
@@ -69,7 +72,8 @@ if created:
 
 # ------------------------------------------------------------------------------------- create a survey
 with st.expander("Create a survey", expanded=True):
-    title = st.text_input("Title", key="survey_title", max_chars=200, placeholder="e.g. Renal realism study, June")
+    title = st.text_input("Title", key="survey_title", max_chars=TITLE_MAX_CHARS,
+                          placeholder="e.g. Renal realism study, June")
     c1, c2, c3 = st.columns(3)
     n_real = c1.number_input("Real images", 1, 500, DEFAULT_COUNT, key="survey_n_real")
     n_synthetic = c2.number_input("Synthetic images", 1, 500, DEFAULT_COUNT, key="survey_n_synthetic")
@@ -81,60 +85,45 @@ with st.expander("Create a survey", expanded=True):
     real_col, synthetic_col = st.columns(2)
     with real_col:
         st.markdown("**Real images**")
-        real_source = st.radio("Source of the real images", admin.REAL_SOURCES, key="survey_real_source",
+        real_source = st.radio("Source of the real images", files.REAL_SOURCES, key="survey_real_source",
                                horizontal=True)
-        if real_source == admin.UPLOAD:
+        if real_source == files.UPLOAD:
             st.file_uploader("Real images", accept_multiple_files=True, key="survey_real_files",
                              max_upload_size=settings.max_upload_mb)
         else:
             st.text_input("Folder on the server with real images", key="survey_real_folder")
     with synthetic_col:
         st.markdown("**Synthetic images**")
-        synthetic_source = st.radio("Source of the synthetic images", admin.SYNTHETIC_SOURCES,
+        synthetic_source = st.radio("Source of the synthetic images", files.SYNTHETIC_SOURCES,
                                     key="survey_synthetic_source", horizontal=True)
-        if synthetic_source == admin.UPLOAD:
+        if synthetic_source == files.UPLOAD:
             st.file_uploader("Synthetic images", accept_multiple_files=True, key="survey_synthetic_files",
                              max_upload_size=settings.max_upload_mb)
-        elif synthetic_source == admin.LIBRARY:
-            samples = admin.library_choices()
+        elif synthetic_source == files.LIBRARY:
+            samples = files.library_choices()
             if not samples:
                 st.info("The Library has no samples yet: generate some first, or use another source.")
             st.multiselect("Library samples", [s.id for s in samples],
                                     default=[s.id for s in samples[: int(n_synthetic)]],
-                                    format_func={s.id: admin.library_label(s) for s in samples}.get,
+                                    format_func={s.id: files.library_label(s) for s in samples}.get,
                                     key="survey_library_samples")
         else:
             st.text_input("Folder on the server with synthetic images", key="survey_synthetic_folder")
     open_now = st.checkbox("Open for participants now", value=True, key="survey_open_now")
 
     if st.button("Create survey", type="primary", key="survey_create"):
-        source_errors: list[str] = []
-
-        def gather(source, uploads_key, folder_key, n, what):
-            if source == admin.UPLOAD:
-                return [(f.name, f.getvalue()) for f in (st.session_state.get(uploads_key) or [])]
-            if source == admin.LIBRARY:
-                files, errors = admin.library_files(st.session_state.get("survey_library_samples") or [])
-                source_errors.extend(errors)
-                return files
-            folder = (st.session_state.get(folder_key) or "").strip()
-            if not folder:
-                source_errors.append(f"Give the server folder of the {what} images.")
-                return []
-            try:
-                return admin.folder_files(folder, limit=int(n))
-            except (OSError, ValueError) as exc:
-                source_errors.append(f"{what.capitalize()} images: {exc}")
-                return []
-
         with st.spinner("Checking and normalising the images..."):
-            real_files = gather(real_source, "survey_real_files", "survey_real_folder", n_real, "real")
-            synthetic_files = gather(synthetic_source, "survey_synthetic_files", "survey_synthetic_folder",
-                                     n_synthetic, "synthetic")
+            real_files, real_errors = files.gather(
+                real_source, "real", int(n_real), uploads=st.session_state.get("survey_real_files"),
+                folder=st.session_state.get("survey_real_folder"))
+            synthetic_files, synthetic_errors = files.gather(
+                synthetic_source, "synthetic", int(n_synthetic), uploads=st.session_state.get("survey_synthetic_files"),
+                library_ids=st.session_state.get("survey_library_samples"),
+                folder=st.session_state.get("survey_synthetic_folder"))
             result = admin.create_survey_from_files(
                 title, real_files, synthetic_files, n_real=int(n_real), n_synthetic=int(n_synthetic),
                 size=int(size), max_upload_mb=settings.max_upload_mb, open_now=open_now,
-                source_errors=source_errors)
+                source_errors=real_errors + synthetic_errors)
         if result.errors:
             st.error("The survey was not created. Fix these and try again (your files are still here):\n\n"
                      + "\n".join(f"- {e}" for e in result.errors))
@@ -163,12 +152,12 @@ for survey in surveys:
                 st.caption("Participant link hidden in open mode (see above).")
         with actions:
             a, b, c = st.columns(3)
-            if survey.status == "open":
+            if survey.status == OPEN:
                 if a.button("Close", key=f"close_{survey.id}", width="stretch"):
-                    repo.set_survey_status(survey.id, "closed")
+                    repo.set_survey_status(survey.id, CLOSED)
                     st.rerun()
             elif a.button("Open", key=f"open_{survey.id}", width="stretch"):
-                repo.set_survey_status(survey.id, "open")
+                repo.set_survey_status(survey.id, OPEN)
                 st.rerun()
             if b.button("Duplicate", key=f"duplicate_{survey.id}", width="stretch",
                         help="A new draft survey with the same images and no participants"):

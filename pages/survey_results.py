@@ -7,7 +7,7 @@ import streamlit as st
 from app import survey_admin as admin
 from app.survey_auth import require_researcher
 from db import repository as repo
-from renal_ldm.survey import responses_csv, summary_csv
+from renal_ldm.survey import EXPERIENCE_ENDS, EXPERIENCE_MAX, EXPERIENCE_MIN, REAL, responses_csv, summary_csv
 
 require_researcher()
 
@@ -44,7 +44,7 @@ if stats is None:
     st.info(f"Nobody has answered this survey yet ({survey.item_count} images). Share its link from Manage "
             "surveys, or import responses below.")
 else:
-    n_real = sum(q.truth == "real" for q in stats.questions)
+    n_real = sum(q.truth == REAL for q in stats.questions)
     people = len(stats.participants)
     st.caption(f"{people} participant{'s' if people != 1 else ''} · {len(stats.questions)} questions ({n_real} real, "
                f"{len(stats.questions) - n_real} synthetic). Kappa: 1 perfect, 0 chance, -1 always wrong.")
@@ -73,7 +73,8 @@ else:
     st.dataframe(pd.DataFrame(admin.participant_rows(stats)), hide_index=True, key="survey_participants_table")
 
     st.subheader("Mean kappa by experience")
-    st.caption("1 = barely any experience ... 5 = pathologist; the reference study compared 1-2 with >= 3.")
+    st.caption(f"{EXPERIENCE_MIN} = {EXPERIENCE_ENDS[EXPERIENCE_MIN].lower()} ... {EXPERIENCE_MAX} = "
+               f"{EXPERIENCE_ENDS[EXPERIENCE_MAX].lower()}; the reference study compared 1-2 with >= 3.")
     st.dataframe(pd.DataFrame(admin.experience_rows(stats)), hide_index=True)
 
     st.subheader("Images that fooled the most")

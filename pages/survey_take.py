@@ -3,6 +3,7 @@
 import streamlit as st
 
 from app import survey_participant as flow
+from renal_ldm.survey import STRATEGY_MAX_CHARS
 
 survey_token, resume_token = flow.current_tokens()
 screen = flow.resolve_screen(survey_token, resume_token)
@@ -44,7 +45,7 @@ elif screen.kind == "question":
         st.html("<style>.st-key-survey_answer_buttons button {min-height: 4.5rem;}"
                 ".st-key-survey_answer_buttons button p {font-size: 1.5rem;}</style>")
         st.markdown("#### Is this image real or synthetic?")
-        for label, value in ((flow.REAL_LABEL, "real"), (flow.SYNTHETIC_LABEL, "synthetic")):
+        for label, value in flow.ANSWERS:
             st.button(
                 label,
                 key=f"answer_{screen.number}_{value[0]}",  # no item id or truth in keys (they reach the browser)
@@ -59,7 +60,7 @@ elif screen.kind == "question":
 elif screen.kind == "strategy":
     st.success(f"You have answered all {screen.total} images.")
     with st.form("survey_strategy"):
-        strategy = st.text_area(flow.STRATEGY_QUESTION, max_chars=5000, key="survey_strategy_text")
+        strategy = st.text_area(flow.STRATEGY_QUESTION, max_chars=STRATEGY_MAX_CHARS, key="survey_strategy_text")
         if st.form_submit_button("Finish", type="primary"):
             flow.finish(st.session_state.get(flow.RESUME), strategy)
             st.rerun()

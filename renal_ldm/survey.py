@@ -3,6 +3,10 @@
 Pure functions over answer records: no Streamlit, no database. The web results page and `renal-ldm
 survey-stats` both call `survey_statistics`, so the numbers a researcher reads are the same everywhere.
 
+The survey's vocabulary lives here too, defined once for the database models (db.models), the pages and the
+statistics: the answer labels, the survey statuses, the experience scale and the text limits. It is cheap to
+import (scipy and scikit-learn are imported only when a statistic is computed), so db.models can import it.
+
 Each participant is one rater and the ground truth the other: a participant's Cohen's kappa against the truth
 is 1 for a perfect score, 0 for chance, -1 for every answer wrong. Degenerate inputs have defined results
 (documented where they arise) and never produce NaN: an undefined number is None, and JSON shows it as null.
@@ -25,17 +29,52 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from scipy.stats import binomtest
-from sklearn.metrics import cohen_kappa_score
+
+# -------------------------------------------------------------------------------------------------- vocabulary
 
 REAL = "real"
 SYNTHETIC = "synthetic"
 LABELS = (REAL, SYNTHETIC)
-EXPERIENCE_LEVELS = (1, 2, 3, 4, 5)
+"""The truth of an item and a participant's answer, as stored and as written in CSV files."""
+ANSWER_TEXTS = {REAL: "Real", SYNTHETIC: "Synthetic"}
+"""What the participant's two answer buttons say."""
+
+DRAFT, OPEN, CLOSED = "draft", "open", "closed"
+STATUSES = (DRAFT, OPEN, CLOSED)
+"""A survey's life: a draft takes no participants yet, an open one does, a closed one no longer does."""
+
+EXPERIENCE_MIN, EXPERIENCE_MAX = 1, 5
+EXPERIENCE_LEVELS = tuple(range(EXPERIENCE_MIN, EXPERIENCE_MAX + 1))
+EXPERIENCE_ENDS = {EXPERIENCE_MIN: "Barely any experience", EXPERIENCE_MAX: "Pathologist"}
+"""The self-rated experience scale: only its two ends are named."""
 # The reference study's two experience groups (section 5.2): "1 or 2" and "at least 3".
 EXPERIENCE_GROUPS = (("1-2", (1, 2)), (">=3", (3, 4, 5)))
+
+TITLE_MAX_CHARS = 200
+"""A survey title (the database column is this wide)."""
+STRATEGY_MAX_CHARS = 10_000
+"""A participant's optional free-text strategy (a Text column: the repository enforces this limit)."""
+
 CSV_COLUMNS = ("participant", "experience", "question", "truth", "answer")
 MAX_LISTED_PROBLEMS = 25
+
+
+def experience_label(level: int) -> str:
+    """'1 - Barely any experience', '2', ..., '5 - Pathologist': how the scale reads on the participant page."""
+    end = EXPERIENCE_ENDS.get(level)
+    return f"{level} - {end}" if end else str(level)
+
+
+class ResponsesCSVError(ValueError):
+    """The rows of a responses CSV have problems; `problems` holds every one as (file line number, problem).
+
+    str() is the one message listing them (at most MAX_LISTED_PROBLEMS, then a count), as the CLI prints it;
+    the app lists `problems` itself instead of parsing that text.
+    """
+
+    def __init__(self, message: str, problems: Sequence[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[int, str]] = list(problems)
 
 
 # --------------------------------------------------------------------------------------------------- records
@@ -53,15 +92,16 @@ def parse_experience(value: object) -> int | None:
     """Self-rated experience 1 ('Barely any experience') .. 5 ('Pathologist'); None or '' means not given."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    bad = f"experience {value!r} is not an integer {EXPERIENCE_MIN}..{EXPERIENCE_MAX}"
     if isinstance(value, bool):
-        raise ValueError(f"experience {value!r} is not an integer 1..5")
+        raise ValueError(bad)
     if isinstance(value, str):
         text = value.strip()
         if not re.fullmatch(r"[+-]?\d+", text):
-            raise ValueError(f"experience {value!r} is not an integer 1..5")
+            raise ValueError(bad)
         value = int(text)
-    if not isinstance(value, (int, np.integer)) or not 1 <= int(value) <= 5:
-        raise ValueError(f"experience {value!r} is not an integer 1..5")
+    if not isinstance(value, (int, np.integer)) or not EXPERIENCE_MIN <= int(value) <= EXPERIENCE_MAX:
+        raise ValueError(bad)
     return int(value)
 
 
@@ -141,14 +181,12 @@ def _show(experience: int | None) -> str:
     return "(empty)" if experience is None else str(experience)
 
 
-def _raise_problems(problems: list[str], intro: str) -> None:
+def problems_message(problems: Sequence[str], intro: str) -> str:
     """All problems in one message, so a user fixes a file in one pass instead of one error per run."""
-    if not problems:
-        return
     shown = problems[:MAX_LISTED_PROBLEMS]
     more = len(problems) - len(shown)
     tail = f"; and {more} more" if more else ""
-    raise ValueError(f"{intro}: {len(problems)} problem(s): " + "; ".join(shown) + tail)
+    return f"{intro}: {len(problems)} problem(s): " + "; ".join(shown) + tail
 
 
 def validate_records(records: Iterable[SurveyAnswer]) -> tuple[SurveyAnswer, ...]:
@@ -158,7 +196,8 @@ def validate_records(records: Iterable[SurveyAnswer]) -> tuple[SurveyAnswer, ...
         if not isinstance(rec, SurveyAnswer):
             raise ValueError(f"record {i} is a {type(rec).__name__}, expected SurveyAnswer")
     problems = _consistency_problems(recs, lambda i: f"record {i}")
-    _raise_problems([f"record {i}: {msg}" for i, msg in problems], "inconsistent survey answers")
+    if problems:
+        raise ValueError(problems_message([f"record {i}: {msg}" for i, msg in problems], "inconsistent survey answers"))
     return recs
 
 
@@ -233,10 +272,16 @@ def read_responses_csv(source: str | os.PathLike | bytes | IO) -> list[SurveyAns
 
     `source` is a path, CSV text (a str containing a line break), bytes or an open file. The header is
     required; column order is free and extra columns are ignored. Empty experience means not given; an empty
-    answer means the question was shown but skipped. Problems are reported all at once, in one ValueError,
-    by FILE LINE NUMBER (the header is line 1); nothing is returned unless the whole file is valid. Blank lines
-    are skipped. A header with no data rows gives an empty list.
+    answer means the question was shown but skipped. Problems in the rows are reported all at once, in one
+    ResponsesCSVError, by FILE LINE NUMBER (the header is line 1); a missing or wrong header is a ValueError.
+    Nothing is returned unless the whole file is valid. Blank lines are skipped. A header with no data rows
+    gives an empty list.
     """
+    return [record for _line, record in read_numbered_responses(source)]
+
+
+def read_numbered_responses(source: str | os.PathLike | bytes | IO) -> list[tuple[int, SurveyAnswer]]:
+    """(file line number, answer) of every data row, as `read_responses_csv` reads them (same errors)."""
     reader = csv.reader(io.StringIO(_read_text(source), newline=""))
     header = next(reader, None)
     while header is not None and not any(h.strip() for h in header):
@@ -246,7 +291,7 @@ def read_responses_csv(source: str | os.PathLike | bytes | IO) -> list[SurveyAns
     columns = _header_columns(header)
     records: list[SurveyAnswer] = []
     lines: list[int] = []
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     try:
         for row in reader:
             if not any(cell.strip() for cell in row):
@@ -255,13 +300,16 @@ def read_responses_csv(source: str | os.PathLike | bytes | IO) -> list[SurveyAns
                 records.append(_row_to_record(row, columns, len(header)))
                 lines.append(reader.line_num)
             except ValueError as exc:
-                problems.append(f"line {reader.line_num}: {exc}")
+                problems.append((reader.line_num, str(exc)))
     except csv.Error as exc:
-        problems.append(f"line {reader.line_num}: {exc}")
-    problems += [f"line {lines[i]}: {msg}" for i, msg in _consistency_problems(records, lambda i: f"line {lines[i]}")]
-    problems.sort(key=lambda p: int(p.split(":", 1)[0].split()[1]))
-    _raise_problems(problems, "survey responses CSV (line numbers count the header as line 1)")
-    return records
+        problems.append((reader.line_num, str(exc)))
+    problems += [(lines[i], msg) for i, msg in _consistency_problems(records, lambda i: f"line {lines[i]}")]
+    if problems:
+        problems.sort(key=lambda problem: problem[0])
+        message = problems_message([f"line {line}: {msg}" for line, msg in problems],
+                                   "survey responses CSV (line numbers count the header as line 1)")
+        raise ResponsesCSVError(message, problems)
+    return list(zip(lines, records, strict=True))
 
 
 def responses_csv(records: Iterable[SurveyAnswer]) -> str:
@@ -443,6 +491,8 @@ def participant_kappa(truths: Sequence[str], answers: Sequence[str]) -> float | 
     """
     if not answers or len(set(truths) | set(answers)) == 1:
         return None
+    from sklearn.metrics import cohen_kappa_score  # imported when needed: the vocabulary above stays light
+
     return float(cohen_kappa_score(list(truths), list(answers), labels=list(LABELS)))
 
 
@@ -450,6 +500,8 @@ def binomial_p(correct: int, answered: int) -> float | None:
     """Two-sided exact binomial test of `correct` out of `answered` against guessing (p = 0.5)."""
     if answered == 0:
         return None
+    from scipy.stats import binomtest  # imported when needed: the vocabulary above stays light
+
     return float(binomtest(correct, answered, 0.5, alternative="two-sided").pvalue)
 
 
@@ -543,7 +595,8 @@ def _experience_groups(participants: Sequence[ParticipantStats]) -> tuple[Experi
     return tuple(groups)
 
 
-def _fleiss(participants: Sequence[str], questions: Sequence[str], answers: Mapping[tuple[str, str], str]) -> tuple[float | None, int]:
+def _fleiss(participants: Sequence[str], questions: Sequence[str],
+            answers: Mapping[tuple[str, str], str]) -> tuple[float | None, int]:
     """Fleiss' kappa among the participants who answered anything, over the questions ALL of them answered.
 
     Fleiss' kappa needs the same raters on every item, so questions someone skipped are left out (the count

@@ -12,7 +12,8 @@ Two kinds, chosen by what is installed (`demo_mode`):
   participant flow and the results page, and its title says so. It is created in a few seconds.
 
 A `model` that is given but missing is an error (never silently replaced by phantoms). Every image goes through
-the same normalisation as uploads (renal_ldm.survey_images) and is stored under opaque names.
+the same normalisation as uploads (renal_ldm.survey_images). This module only builds the images; app/survey_demo.py
+stores them as a survey (the database is no part of the library).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from renal_ldm import paths
 from renal_ldm.models.manifest import MANIFEST, is_checkpoint
 from renal_ldm.phantom import generate_phantom
-from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, create_image_survey, normalise_image
+from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, normalise_image
 
 MODEL, PHANTOM_ONLY = "model", "phantom-only"
 REAL_SEED_OFFSET = 0
@@ -41,25 +42,13 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class DemoImages:
+    """Both halves of a demo survey as normalised PNGs, how they were made, and the survey's title."""
+
     real: list[bytes]
     synthetic: list[bytes]
     mode: str
     model_dir: Path | None
     title: str
-
-
-@dataclass(frozen=True)
-class DemoSurvey:
-    token: str
-    title: str
-    mode: str
-    model_dir: Path | None
-    n: int
-
-    @property
-    def link(self) -> str:
-        """The participant link, relative to the app's address."""
-        return f"?survey={self.token}"
 
 
 def demo_model_available() -> bool:
@@ -145,18 +134,3 @@ def build_demo_images(n: int = DEFAULT_COUNT, *, model: str | Path | None = None
         model_dir=model_dir,
         title=demo_title(mode, n, model_dir),
     )
-
-
-def create_demo_survey(n: int = DEFAULT_COUNT, *, model: str | Path | None = None, phantom_only: bool = False,
-                       size: int = DEFAULT_SIZE, seed: int = 0, steps: int | None = None, device: str | None = None,
-                       progress: Progress | None = None, cancel: threading.Event | None = None,
-                       url: str | None = None) -> DemoSurvey:
-    """Build the demo images and store them as an open survey with is_demo=True; returns its token and title."""
-    images = build_demo_images(n, model=model, phantom_only=phantom_only, size=size, seed=seed, steps=steps,
-                               device=device, progress=progress, cancel=cancel)
-    if progress:
-        progress("saving", 0, 1)
-    token = create_image_survey(images.title, images.real, images.synthetic, is_demo=True, status="open", url=url)
-    if progress:
-        progress("saving", 1, 1)
-    return DemoSurvey(token, images.title, images.mode, images.model_dir, n)

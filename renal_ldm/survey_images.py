@@ -9,33 +9,26 @@ through `normalise_image`:
 3. re-encode as PNG from a fresh pixel array: no text chunks, no ICC profile, no EXIF, no DPI, same settings
    for every image;
 
-and is stored under an opaque random name, `survey/<random folder>/<random id>.png` under the data directory.
-The database keeps the truth; the file system and the participant's browser never see it.
+and is then stored under an opaque random name by app/survey_store.py (the database keeps the truth; the file
+system and the participant's browser never see it).
 
 Checks (`check_upload`) refuse, with a message naming the file and what was expected: empty files, files over
 the size limit, anything Pillow cannot identify as an image, images whose declared size exceeds the pixel
 limit (decompression bombs: refused from the header, before any pixel is decoded), and damaged or truncated
-image data. No Streamlit and no database here; `create_image_survey` reaches the database lazily.
+image data. No Streamlit, no database and no files written here: gathering the files is app/survey_files.py,
+storing them app/survey_store.py.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import random
-import secrets
-import shutil
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from renal_ldm.paths import data_home, data_subdir
-
-SURVEY_DIR = "survey"
 DEFAULT_SIZE = 256
 DEFAULT_COUNT = 20
 MIN_SIZE = 32
@@ -43,8 +36,6 @@ MAX_SIZE = 2048
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 """Images declaring more pixels than this are refused unread (a 6300 x 6300 patch is far beyond any survey)."""
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
-"""What a server folder is scanned for (uploads are checked by content, never by name)."""
 EXPECTED = "an image file (PNG, JPEG, TIFF, BMP, WebP)"
 
 
@@ -195,104 +186,3 @@ def normalise_files(files: Iterable[tuple[str, bytes]], size: int = DEFAULT_SIZE
         except ImageCheckError as exc:
             errors.append(str(exc))
     return images, errors
-
-
-def folder_files(folder: str | os.PathLike, *, limit: int | None = None) -> list[tuple[str, bytes]]:
-    """(name, bytes) of the image files (by suffix) directly in a server folder, sorted by name.
-
-    `limit` draws that many at random (system randomness) when the folder holds more. FileNotFoundError or
-    NotADirectoryError name the folder; a folder with no image files is a ValueError listing the suffixes.
-    """
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"folder {str(path)!r} does not exist on the server")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{str(path)!r} is not a folder; expected a folder of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"folder {str(path)!r} holds no image files; expected files ending in "
-                         f"{', '.join(IMAGE_SUFFIXES)}")
-    if limit is not None and len(files) > limit:
-        files = sorted(random.SystemRandom().sample(files, limit))
-    return [(p.name, p.read_bytes()) for p in files]
-
-
-# --------------------------------------------------------------------------------------------- storage
-
-
-def new_survey_folder() -> Path:
-    """A fresh, opaquely named folder under data_home()/survey for one survey's images."""
-    root = data_subdir(SURVEY_DIR)
-    while True:
-        folder = root / secrets.token_hex(8)
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:  # pragma: no cover - 64 random bits
-            continue
-
-
-def store_images(images: Sequence[tuple[bytes, str]], *, rng: random.Random | None = None
-                 ) -> tuple[Path, list[tuple[str, str]]]:
-    """Write (png, truth) pairs under opaque names in a new folder; returns (folder, [(image_path, truth)]).
-
-    The items come back in a random order (their survey positions), so question numbers say nothing about the
-    truth either. image_path is relative to the data directory, as the database stores it.
-    """
-    order = list(images)
-    (rng or random.SystemRandom()).shuffle(order)
-    folder = new_survey_folder()
-    home = data_home()
-    items = []
-    try:
-        for png, truth in order:
-            path = folder / f"{secrets.token_hex(12)}.png"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(png)
-            os.replace(tmp, path)
-            items.append((path.relative_to(home).as_posix(), truth))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return folder, items
-
-
-def create_image_survey(title: str, real: Sequence[bytes], synthetic: Sequence[bytes], *, is_demo: bool = False,
-                        status: str = "open", url: str | None = None) -> str:
-    """Store normalised PNGs and create the survey (db.repository.create_survey); returns its token.
-
-    Nothing is left behind when it fails: the image folder is removed if the database refuses the survey.
-    """
-    if not real and not synthetic:
-        raise ValueError("a survey needs images: got no real and no synthetic images")
-    from db import repository  # the database is reached only here, lazily (the library works without it)
-
-    folder, items = store_images([(p, "real") for p in real] + [(p, "synthetic") for p in synthetic])
-    try:
-        return repository.create_survey(title, items, is_demo=is_demo, status=status, url=url)
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def resolve_image_path(image_path: str) -> Path:
-    """The file of a stored (data-directory relative) image path; refuses paths leaving the data directory."""
-    home = data_home()
-    path = (home / image_path).resolve()
-    if not path.is_relative_to(home):
-        raise ValueError(f"image path {image_path!r} points outside the data directory")
-    return path
-
-
-def read_image_bytes(image_path: str) -> bytes:
-    """The stored PNG bytes of a survey item or Library sample (served as bytes, never as a path)."""
-    return resolve_image_path(image_path).read_bytes()
-
-
-def thumbnail_png(image_path: str, size: int = 96) -> bytes:
-    """A small PNG of a stored image, for researcher tables."""
-    with Image.open(resolve_image_path(image_path)) as image:
-        image = to_rgb(image)
-        image.thumbnail((size, size))
-        return encode_png(np.asarray(image))
-

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 from db import models
 from db.repository._common import NotFoundError, check_choice, check_experience, insert_ignore, new_token
 from db.session import session_scope
-
-MAX_STRATEGY_CHARS = 10_000
+from renal_ldm import survey as vocabulary
 
 
 class Shuffler(Protocol):
@@ -71,7 +70,7 @@ def _answered_ids(session: Session, participant_id: int) -> set[int]:
 
 
 def _require_open(survey: models.Survey) -> None:
-    if survey.status != "open":
+    if survey.status != vocabulary.OPEN:
         raise ValueError(f"survey {survey.title!r} is {survey.status}, not open: it accepts no answers now")
 
 
@@ -178,8 +177,8 @@ def set_strategy(resume_token: str, strategy: str | None, *, url: str | None = N
     if strategy is not None and not isinstance(strategy, str):
         raise ValueError(f"strategy must be text, got {strategy!r}")
     text = (strategy or "").strip() or None
-    if text is not None and len(text) > MAX_STRATEGY_CHARS:
-        raise ValueError(f"strategy must be at most {MAX_STRATEGY_CHARS} characters, got {len(text)}")
+    if text is not None and len(text) > vocabulary.STRATEGY_MAX_CHARS:
+        raise ValueError(f"strategy must be at most {vocabulary.STRATEGY_MAX_CHARS} characters, got {len(text)}")
     with session_scope(url) as session:
         _load(session, resume_token)[0].strategy = text
 

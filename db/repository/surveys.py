@@ -22,6 +22,7 @@ from db.repository._common import (
     new_token,
 )
 from db.session import session_scope
+from renal_ldm import survey as vocabulary
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ def _survey_row(session: Session, survey_id: int) -> models.Survey:
 
 def _check_title(title: str) -> str:
     title = clean_name(title, "survey title")
-    if len(title) > models.NAME_LEN:
-        raise ValueError(f"survey title must be at most {models.NAME_LEN} characters, got {len(title)}")
+    if len(title) > vocabulary.TITLE_MAX_CHARS:
+        raise ValueError(f"survey title must be at most {vocabulary.TITLE_MAX_CHARS} characters, got {len(title)}")
     return title
 
 
@@ -116,7 +117,7 @@ def create_survey(
     items: Iterable[tuple[str, str]],
     *,
     is_demo: bool = False,
-    status: str = "open",
+    status: str = vocabulary.OPEN,
     url: str | None = None,
 ) -> str:
     """Create a survey of (image_path, truth) items in the given order; returns its participant token."""
@@ -168,13 +169,13 @@ def set_survey_status(survey_id: int, status: str, *, url: str | None = None) ->
 
 
 def duplicate_survey(
-    survey_id: int, *, title: str | None = None, status: str = "draft", url: str | None = None
+    survey_id: int, *, title: str | None = None, status: str = vocabulary.DRAFT, url: str | None = None
 ) -> str:
     """A new survey with the same items (new public ids, no participants); returns its token."""
     status = check_choice(status, models.SURVEY_STATUSES, "survey status")
     with session_scope(url) as session:
         source = _survey_row(session, survey_id)
-        new_title = _check_title(title if title is not None else f"{source.title} (copy)"[: models.NAME_LEN])
+        new_title = _check_title(title if title is not None else f"{source.title} (copy)"[: vocabulary.TITLE_MAX_CHARS])
         items = session.execute(
             select(models.SurveyItem.image_path, models.SurveyItem.truth)
             .where(models.SurveyItem.survey_id == survey_id)

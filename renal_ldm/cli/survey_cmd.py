@@ -53,7 +53,8 @@ def summary_lines(stats: SurveyStats) -> list[str]:
     lines = [f"participants: {len(stats.participants)}, questions: {len(stats.questions)} "
              f"({n_real} real, {len(stats.questions) - n_real} synthetic)"]
     ci = stats.kappa_ci95
-    ci_text = "" if ci is None else f" (95% CI {ci[0]:+.3f} .. {ci[1]:+.3f}, bootstrap {stats.bootstrap}, seed {stats.seed})"
+    ci_text = ("" if ci is None else
+               f" (95% CI {ci[0]:+.3f} .. {ci[1]:+.3f}, bootstrap {stats.bootstrap}, seed {stats.seed})")
     lines.append(f"mean kappa: {_f(stats.mean_kappa)}{ci_text}")
     lines.append(f"min kappa: {_f(stats.min_kappa)}, max kappa: {_f(stats.max_kappa)}")
     groups = ", ".join(f"{g.label}: {_f(g.mean_kappa)} (n={g.participants})" for g in stats.experience_groups)

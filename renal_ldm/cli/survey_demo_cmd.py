@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,8 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="checkpoint directory for the synthetic half (default: the shipped demo model)")
     p.add_argument("--phantom-only", action="store_true",
                    help="both halves from the phantom generator (fast; for walking the flow)")
-    p.add_argument("--n", type=int, default=20, help="images per half (default 20)")
-    p.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--n", type=int, default=DEFAULT_COUNT, help=f"images per half (default {DEFAULT_COUNT})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image side in pixels (default {DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed (default 0)")
     p.add_argument("--steps", type=int, help="denoising steps when sampling (default 50)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -30,8 +32,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from db.session import init_db
-    from renal_ldm.survey_demo import PHANTOM_ONLY, create_demo_survey, demo_mode
+    from app.survey_demo import create_demo_survey
+    from db.migrate import init_db
+    from renal_ldm.survey_demo import PHANTOM_ONLY, demo_mode
 
     mode, model_dir = demo_mode(args.model, args.phantom_only)
     if mode == PHANTOM_ONLY and not args.phantom_only:

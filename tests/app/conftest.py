@@ -22,7 +22,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def app_home(tmp_path, monkeypatch) -> Iterator[Path]:
     """A fresh data directory and database for the app under test; no shipped demo model visible."""
     import renal_ldm.paths
-    from db.session import dispose_engines, init_db
+    from db.migrate import init_db
+    from db.session import dispose_engines
 
     home = tmp_path / "home"
     home.mkdir()

@@ -18,7 +18,9 @@ from app import survey_participant as flow
 from app.accounts import ADMIN_NAME
 from app.survey_auth import ADMIN_PASSWORD_ENV, OPEN_MODE_LINK_REFUSAL
 from db import repository as repo
-from db.session import dispose_engines, init_db
+from db.migrate import init_db
+from db.session import dispose_engines
+from renal_ldm.survey import STRATEGY_MAX_CHARS, TITLE_MAX_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAIN = str(REPO_ROOT / "app" / "main.py")
@@ -92,7 +94,8 @@ def png_bytes(seed: int, size=(40, 48)) -> bytes:
 
 
 def make_survey(n_real=3, n_synthetic=3, title="Kidney study") -> tuple[str, int]:
-    from renal_ldm.survey_images import create_image_survey, normalise_upload
+    from app.survey_store import create_image_survey
+    from renal_ldm.survey_images import normalise_upload
 
     real = [normalise_upload(f"r{i}.png", png_bytes(i), 64).png for i in range(n_real)]
     synthetic = [normalise_upload(f"s{i}.png", png_bytes(100 + i), 64).png for i in range(n_synthetic)]
@@ -135,6 +138,7 @@ def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_pa
         Image.open(io.BytesIO(png_bytes(i, (300, 260)))).save(folder / f"real_{i}.jpg", quality=90)
     at = signed_in(MANAGE)
     assert at.title[0].value == "Manage surveys"
+    assert at.text_input(key="survey_title").max_chars == TITLE_MAX_CHARS  # what the database stores
     at.text_input(key="survey_title").input("Pilot").run()
     at.radio(key="survey_real_source").set_value("Server folder").run()
     at.text_input(key="survey_real_folder").input(str(folder)).run()
@@ -195,7 +199,7 @@ def test_create_from_library_samples(admin, tmp_path):
 
 
 def test_library_sample_deleted_after_it_was_picked_is_one_error_naming_it(db_url):
-    from app.survey_admin import library_files
+    from app.survey_files import library_files
 
     home = Path(db_home())
     (home / "samples").mkdir()
@@ -217,11 +221,11 @@ def test_demo_button_creates_a_phantom_only_demo(admin, monkeypatch, tmp_path):
     import time
 
     import renal_ldm.paths
-    from app import survey_admin
+    from app import survey_demo
 
     monkeypatch.setenv(renal_ldm.paths.DEMO_MODEL_ENV, str(tmp_path / "no-demo-model"))
-    original = survey_admin.start_demo_job
-    monkeypatch.setattr(survey_admin, "start_demo_job", lambda: original(n=2))  # 2 + 2 phantoms: quick
+    original = survey_demo.start_demo_job
+    monkeypatch.setattr(survey_demo, "start_demo_job", lambda: original(n=2))  # 2 + 2 phantoms: quick
     at = signed_in(MANAGE)
     assert "phantom-only" in "\n".join(m.value for m in at.markdown)
     at.button(key="survey_demo").click().run()
@@ -255,7 +259,7 @@ def take_survey(token: str, experience: int = 3, answers=None, strategy="Looked 
     while at.get("progress"):
         progress = at.get("progress")[0]
         number = len(seen) + 1
-        assert progress.proto.text.endswith(f"{number} / 6") or f"{number} / 6" in progress.proto.text
+        assert progress.proto.text == f"{number} / 6"
         label = (answers or {}).get(number) or rng.choice(["Real", "Synthetic"])
         seen.append(label)
         next(b for b in at.button if b.label == label).click().run()
@@ -266,6 +270,8 @@ def take_survey(token: str, experience: int = 3, answers=None, strategy="Looked 
 def test_participant_walks_experience_answers_strategy_thank_you(db_url):
     token, survey_id = make_survey()
     at = take_survey(token)
+    # the box takes exactly what the database keeps (one limit, renal_ldm.survey.STRATEGY_MAX_CHARS)
+    assert at.text_area(key="survey_strategy_text").max_chars == STRATEGY_MAX_CHARS
     at.text_area(key="survey_strategy_text").input("Looked at the nuclei.")
     at.button[0].click().run()  # Finish
     assert any(flow.THANK_YOU in s.value for s in at.success)
@@ -467,3 +473,21 @@ def test_csv_import_with_a_malformed_row_shows_line_numbers_and_imports_nothing(
     at.button(key="survey_import").click().run()
     assert any("Imported 12 answers of 2 participants" in s.value for s in at.success)
     assert len(repo.survey_answers(survey_id)) == 12
+
+
+def test_csv_import_lists_the_first_problems_then_how_many_more(db_url):
+    from app import survey_admin as admin
+    from renal_ldm.survey import MAX_LISTED_PROBLEMS
+
+    _, survey_id = make_survey()
+    header = "participant,experience,question,truth,answer\n"
+    rows = "".join(f"p{i},1,1,maybe,real\n" for i in range(MAX_LISTED_PROBLEMS + 3))
+    outcome = admin.import_csv(survey_id, (header + rows).encode())
+    assert outcome.imported is None and len(outcome.problems) == MAX_LISTED_PROBLEMS + 1
+    assert outcome.problems[0] == "line 2: truth 'maybe' is not 'real' or 'synthetic'"
+    assert outcome.problems[-1] == "... and 3 more problems"
+
+    outcome = admin.import_csv(survey_id, b"participant,question,answer\np1,1,real\n")
+    assert len(outcome.problems) == 1 and outcome.problems[0].startswith(
+        "survey responses CSV: header lacks column(s) experience, truth")
+    assert repo.survey_answers(survey_id) == []

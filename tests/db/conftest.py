@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from db.session import dispose_engines, get_engine, init_db
+from db.migrate import init_db
+from db.session import dispose_engines, get_engine
 
 POSTGRES_ENV = "RENAL_LDM_TEST_POSTGRES_URL"
 

@@ -13,8 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from db import models
 from db import repository as repo
-from db.migrate import current_revision, head_revision
-from db.session import get_engine, init_db, session_scope
+from db.migrate import current_revision, head_revision, init_db
+from db.session import get_engine, session_scope
 
 
 def test_empty_database_upgrades_to_head(empty_db_url):

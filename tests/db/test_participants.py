@@ -8,6 +8,7 @@ import random
 import pytest
 
 from db import repository as repo
+from renal_ldm.survey import STRATEGY_MAX_CHARS
 
 ITEMS = [(f"survey/{i}.png", "real" if i % 2 else "synthetic") for i in range(6)]
 
@@ -50,6 +51,16 @@ def test_walk_through_in_stored_order_without_truth(db_url, survey_token):
     assert (done.answered, done.experience, done.strategy, done.finished_at) == (6, 5, "looked at nuclei", first_finish)
     repo.set_strategy(resume, "   ", url=db_url)
     assert repo.get_participant(resume, url=db_url).strategy is None
+
+
+def test_strategy_keeps_up_to_the_vocabulary_limit_and_refuses_more(db_url, survey_token):
+    resume = repo.start_participant(survey_token, url=db_url)
+    longest = "n" * STRATEGY_MAX_CHARS
+    repo.set_strategy(resume, longest, url=db_url)
+    assert repo.get_participant(resume, url=db_url).strategy == longest
+    with pytest.raises(ValueError, match=f"at most {STRATEGY_MAX_CHARS} characters, got {STRATEGY_MAX_CHARS + 1}"):
+        repo.set_strategy(resume, longest + "n", url=db_url)
+    assert repo.get_participant(resume, url=db_url).strategy == longest
 
 
 def test_record_answer_is_idempotent_first_answer_wins(db_url, survey_token):

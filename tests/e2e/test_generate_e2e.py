@@ -29,7 +29,8 @@ IMAGES_JS = "() => document.querySelectorAll(\"[data-testid='stImage'] img\").le
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from db import repository as repo
-    from db.session import dispose_engines, init_db
+    from db.migrate import init_db
+    from db.session import dispose_engines
 
     model_dir = build_tiny_checkpoint(tmp_path_factory.mktemp("e2e_tiny") / "model")
     # Only the tiny model: the shipped demo model (when present) is covered by test_demo_model_e2e.py.

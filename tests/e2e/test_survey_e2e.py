@@ -257,8 +257,9 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
 def test_three_participants_at_once_lose_no_answer(browser, server_env):
     shots = []
     with screenshots_on_failure("survey-concurrent", shots):
+        from app.survey_store import create_image_survey
         from db import repository as repo
-        from renal_ldm.survey_images import create_image_survey, normalise_image
+        from renal_ldm.survey_images import normalise_image
 
         rng = np.random.default_rng(5)
         pngs = [normalise_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), 64) for _ in range(6)]

@@ -12,12 +12,16 @@ from sklearn.metrics import cohen_kappa_score
 
 from renal_ldm.cli import main
 from renal_ldm.survey import (
+    MAX_LISTED_PROBLEMS,
+    ResponsesCSVError,
     SurveyAnswer,
+    experience_label,
     bootstrap_mean_ci,
     fleiss_kappa,
     most_fooling,
     natural_key,
     participant_kappa,
+    read_numbered_responses,
     read_responses_csv,
     responses_csv,
     summary_csv,
@@ -126,6 +130,7 @@ def test_undefined_kappa_is_none_and_left_out_of_summaries():
     recs += sheet("b", BALANCED[:5], BALANCED[:5], 2) + sheet("b", BALANCED[5:], [None] * 35, 2, prefix="z")
     st = stats_of(recs)
     a, b = st.participant("a"), st.participant("b")
+    assert a.kappa == pytest.approx(1.0)
     assert b.kappa is None and (b.answered, b.correct, b.accuracy) == (5, 5, 1.0)
     assert st.mean_kappa == st.min_kappa == st.max_kappa == pytest.approx(1.0)
     assert st.mean_kappa_by_experience["1-2"] == pytest.approx(1.0)
@@ -365,7 +370,7 @@ def test_csv_errors_list_every_bad_line_at_once():
         "p3,1,q5,real\n"  # line 8 missing answer
         "p3,x,q6,real,nope\n"  # line 9 two bad cells
     )
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(ResponsesCSVError) as exc:
         read_responses_csv(text)
     msg = str(exc.value)
     assert "header as line 1" in msg
@@ -374,11 +379,42 @@ def test_csv_errors_list_every_bad_line_at_once():
     assert "line 2:" not in msg.replace("on line 2", "")
     assert "'maybe'" in msg and "'nope'" in msg and "'x'" in msg and "answer" in msg
     assert "\n" not in msg
+    # the same problems, structured: (line, problem) in line order, each also in the message
+    problems = exc.value.problems
+    assert [line for line, _ in problems] == [3, 4, 5, 6, 7, 8, 9]
+    assert all(f"line {line}: {problem}" in msg for line, problem in problems)
+    assert problems[2] == (5, "participant 'p1' answers question 'q1' again (first on line 2)")
+    assert "'x'" in problems[-1][1] and "'nope'" in problems[-1][1]
+
+
+def test_csv_error_message_lists_the_first_problems_and_carries_them_all():
+    rows = "".join(f"p{i},1,q1,maybe,real\n" for i in range(MAX_LISTED_PROBLEMS + 5))
+    with pytest.raises(ResponsesCSVError) as exc:
+        read_responses_csv("participant,experience,question,truth,answer\n" + rows)
+    assert len(exc.value.problems) == MAX_LISTED_PROBLEMS + 5
+    assert [line for line, _ in exc.value.problems] == list(range(2, MAX_LISTED_PROBLEMS + 7))
+    assert str(exc.value).endswith("; and 5 more")
+    assert f"line {MAX_LISTED_PROBLEMS + 1}:" in str(exc.value)
+    assert f"line {MAX_LISTED_PROBLEMS + 2}:" not in str(exc.value)
+
+
+def test_numbered_responses_give_each_answer_its_file_line():
+    text = "participant,experience,question,truth,answer\n\np1,1,q1,real,real\n\n\np1,1,q2,synthetic,\n"
+    numbered = read_numbered_responses(text)
+    assert [line for line, _ in numbered] == [3, 6]
+    assert [rec for _, rec in numbered] == read_responses_csv(text)
+    assert numbered[1][1].answer is None
+
+
+def test_experience_scale_names_its_two_ends():
+    assert [experience_label(level) for level in range(1, 6)] == [
+        "1 - Barely any experience", "2", "3", "4", "5 - Pathologist"]
 
 
 def test_csv_header_must_name_the_columns():
-    with pytest.raises(ValueError, match="lacks column.*truth"):
+    with pytest.raises(ValueError, match="lacks column.*truth") as exc:
         read_responses_csv("participant,experience,question,answer\np1,1,q1,real\n")
+    assert not isinstance(exc.value, ResponsesCSVError)  # one problem of the whole file, not of its rows
     with pytest.raises(ValueError, match="empty"):
         read_responses_csv("\n\n")
 

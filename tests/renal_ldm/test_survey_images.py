@@ -1,5 +1,5 @@
 """Survey images: one normalisation for every source (nothing but pixels can tell), upload checks with clear
-messages, opaque storage, and the demo survey."""
+messages, and the demo survey's images and command (storage: tests/app/test_survey_store.py)."""
 
 from __future__ import annotations
 
@@ -162,52 +162,6 @@ def test_batch_reports_every_bad_file_and_keeps_the_good_ones():
                                          ("d.png", b"")], 48)
     assert [i.source for i in images] == ["a.png", "c.jpg"]
     assert [e.split(":")[0] for e in errors] == ["b.txt", "d.png"]
-
-
-# ----------------------------------------------------------------------------------------------- storage
-
-
-def test_stored_under_opaque_names_and_survey_created(tmp_path, monkeypatch):
-    from db import repository as repo
-    from db.session import dispose_engines, init_db
-
-    monkeypatch.setenv("RENAL_LDM_HOME", str(tmp_path))
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    init_db(url)
-    try:
-        real = [si.normalise_image(noise(40, 40, seed=i), 32) for i in range(3)]
-        synthetic = [si.normalise_image(noise(40, 40, seed=10 + i), 32) for i in range(3)]
-        token = si.create_image_survey("Study", real, synthetic)
-        survey = repo.get_survey_by_token(token)
-        items = repo.survey_items_with_truth(survey.id)
-        folders = {i.image_path.rsplit("/", 1)[0] for i in items}
-        assert len(folders) == 1 and re.fullmatch(r"survey/[0-9a-f]{16}", folders.pop())
-        for item in items:
-            assert re.fullmatch(r"survey/[0-9a-f]{16}/[0-9a-f]{24}\.png", item.image_path)
-            assert si.read_image_bytes(item.image_path) in (real + synthetic)
-        with pytest.raises(ValueError, match="outside the data directory"):
-            si.resolve_image_path("../etc/passwd")
-
-        # a refused survey leaves no folder behind
-        before = set((tmp_path / "survey").iterdir())
-        with pytest.raises(ValueError):
-            si.create_image_survey("   ", real, synthetic)
-        assert set((tmp_path / "survey").iterdir()) == before
-    finally:
-        dispose_engines()
-
-
-def test_folder_files(tmp_path):
-    for i in range(5):
-        (tmp_path / f"{i}.png").write_bytes(png_with_text(40, 40, "RGB"))
-    (tmp_path / "readme.md").write_text("not an image")
-    assert [n for n, _ in si.folder_files(tmp_path)] == [f"{i}.png" for i in range(5)]
-    assert len(si.folder_files(tmp_path, limit=2)) == 2
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        si.folder_files(tmp_path / "missing")
-    with pytest.raises(ValueError, match="holds no image files"):
-        si.folder_files(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else tmp_path)
 
 
 # -------------------------------------------------------------------------------------------------- demo
