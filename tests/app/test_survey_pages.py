@@ -198,19 +198,6 @@ def test_create_from_library_samples(admin, tmp_path):
     assert any("Only 2 real images given" in i.value for i in at.info)
 
 
-def test_library_sample_deleted_after_it_was_picked_is_one_error_naming_it(db_url):
-    from app.survey_files import library_files
-
-    home = Path(db_home())
-    (home / "samples").mkdir()
-    Image.open(io.BytesIO(png_bytes(1, (64, 64)))).save(home / "samples" / "s1.png")
-    kept = repo.add_sample(repo.NewSample(image_path="samples/s1.png", caption="c", model_name="tiny", seed=1,
-                                          steps=2, guidance=1.5, size=64))
-    files, errors = library_files([kept.id, kept.id + 1])
-    assert [name for name, _ in files] == [f"Library sample #{kept.id}"]
-    assert errors == [f"Library sample #{kept.id + 1}: no longer in the Library (deleted); pick another"]
-
-
 def db_home() -> str:
     import os
 
