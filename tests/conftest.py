@@ -1,4 +1,5 @@
-"""Shared fixtures. Real data is read from ../shared/data/kidney-pas beside the repository, never copied in."""
+"""Shared fixtures: the real renal tiles (read from ../shared/data/kidney-pas beside the repository, never copied
+in) and the one tiny checkpoint every test samples from (built by tests/tiny_models.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import build_tiny_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,3 +22,10 @@ def kidney_pas_dir() -> Path:
     if not (KIDNEY_PAS / "images").is_dir() or not (KIDNEY_PAS / "masks").is_dir():
         pytest.skip(f"real renal tiles not found at {KIDNEY_PAS} (the shared data folder beside the repository)")
     return KIDNEY_PAS
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight checkpoint (seed 0), built once per session. Shared: treat it as read-only (copy it
+    with shutil.copytree first to change or delete it)."""
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")

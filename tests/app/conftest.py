@@ -1,4 +1,5 @@
-"""AppTest fixtures: each test gets its own data directory and SQLite database; one tiny checkpoint per session.
+"""AppTest fixtures: each test gets its own data directory and SQLite database; the session's tiny checkpoint
+(`tiny_model_dir`, tests/conftest.py) is registered per test by `tiny_model`.
 
 The app's process-wide resources (st.cache_resource: migrations per database URL, the generation worker)
 live in this test process; a job writes to the data directory and database set when it was submitted.
@@ -10,12 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from app_helpers import MAIN, RUN_TIMEOUT, build_tiny_checkpoint
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+from app_helpers import MAIN, RUN_TIMEOUT
 
 
 @pytest.fixture

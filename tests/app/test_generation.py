@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
-from app.generation import CANCELLED, DONE, FAILED, GenerationService
+from app.generation import CANCELLED, DONE, FAILED, QUEUED, RUNNING, GenerationService
 from app.model_choices import ModelChoice
 from db import repository as repo
 from renal_ldm.sample import Sampler, SampleRequest
+
+GATE_TIMEOUT_S = 120.0  # first model load included, on a loaded 2-core machine
 
 
 @pytest.fixture
@@ -34,6 +36,57 @@ def service(loads):
 @pytest.fixture
 def tiny(app_home, tiny_model_dir) -> ModelChoice:
     return ModelChoice("tiny", str(tiny_model_dir), "user")
+
+
+class Gate:
+    """Holds the worker: from sample() call number `hold_at` (1-based) on, the sampler sets `waiting` and blocks
+    until `opened` is set, so a test acts while the worker is provably before a given batch instead of racing it."""
+
+    def __init__(self) -> None:
+        self.hold_at = 1
+        self.calls = 0
+        self.loads = 0
+        self.waiting, self.opened = threading.Event(), threading.Event()
+
+    def wait_until_held(self) -> None:
+        assert self.waiting.wait(GATE_TIMEOUT_S), f"the worker never reached sample() call {self.hold_at}"
+
+    def pass_through(self) -> None:
+        self.calls += 1
+        if self.calls >= self.hold_at:
+            self.waiting.set()
+            assert self.opened.wait(GATE_TIMEOUT_S), "the test never opened the gate"
+
+
+class GatedSampler:
+    """A real Sampler behind a Gate (the service reads .model and calls .sample)."""
+
+    def __init__(self, sampler: Sampler, gate: Gate) -> None:
+        self._sampler, self._gate = sampler, gate
+        self.model = sampler.model
+
+    def sample(self, *args, **kwargs):
+        self._gate.pass_through()
+        return self._sampler.sample(*args, **kwargs)
+
+
+@pytest.fixture
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+def gated_service(gate):
+    """A service whose samplers wait at `gate` (set gate.hold_at before the first submit)."""
+
+    def factory(model_dir: str) -> GatedSampler:
+        gate.loads += 1
+        return GatedSampler(Sampler.from_dir(model_dir), gate)
+
+    service = GenerationService(sampler_factory=factory)
+    yield service
+    gate.opened.set()
+    service.shutdown()
 
 
 def test_batches_are_stored_with_seeds_s_plus_i(service, tiny, app_home, loads):
@@ -66,31 +119,43 @@ def test_batches_are_stored_with_seeds_s_plus_i(service, tiny, app_home, loads):
     assert (app_home / redrawn.image_path).read_bytes() == (app_home / samples[1].image_path).read_bytes()
 
 
-def test_cancel_keeps_the_finished_batches(service, tiny, app_home):
-    request = SampleRequest(caption="", n=3, seed=1, steps=30, guidance=1.0, batch_size=1)
-    job_id = service.submit(tiny, request)
-    deadline = time.monotonic() + 120
-    while not (snap := service.snapshot(job_id)).sample_ids:
-        assert snap.active, snap.error
-        assert time.monotonic() < deadline, "no first image in 120 s"
-        time.sleep(0.01)
+def test_cancel_keeps_the_finished_batches(gated_service, gate, tiny, app_home):
+    service = gated_service
+    gate.hold_at = 2  # the first batch is drawn and stored; the worker then waits before the second
+    job_id = service.submit(tiny, SampleRequest(caption="", n=3, seed=1, steps=3, guidance=1.0, batch_size=1))
+    gate.wait_until_held()
+    snap = service.snapshot(job_id)
+    assert (snap.state, len(snap.sample_ids), snap.step, snap.total) == (RUNNING, 1, 3, 9)
     assert service.cancel(job_id)
+    gate.opened.set()  # the second batch starts with cancel set: it stops before its first step
     snap = service.wait(job_id)
     assert snap.state == CANCELLED and snap.error is None
-    assert len(snap.sample_ids) in (1, 2)  # the batch running when cancel came is dropped
-    assert repo.count_samples(run_id=snap.run_id) == len(snap.sample_ids)
+    assert len(snap.sample_ids) == 1  # the batch running when cancel came is dropped
+    assert repo.count_samples(run_id=snap.run_id) == 1
     assert not service.cancel(job_id)  # already over
 
 
-def test_a_queued_job_can_be_cancelled_before_it_starts(service, tiny):
-    running = service.submit(tiny, SampleRequest(caption="", n=1, steps=200, guidance=1.0))
-    queued = service.submit(tiny, SampleRequest(caption="", n=1, steps=2))
-    assert service.snapshot(queued).queue_position >= 1 or service.snapshot(queued).state != "queued"
-    assert service.cancel(queued)
-    assert service.snapshot(queued).state == CANCELLED
-    service.cancel(running)
-    assert service.wait(running).state == CANCELLED
-    assert service.snapshot(queued).sample_ids == ()
+def test_a_queued_job_shows_its_place_and_can_be_cancelled_before_it_starts(gated_service, gate, tiny):
+    service = gated_service
+    request = SampleRequest(caption="", n=1, steps=2, guidance=1.0)
+    running = service.submit(tiny, request)
+    gate.wait_until_held()  # the first job is running, held before its first batch
+    first, second = service.submit(tiny, request), service.submit(tiny, request)
+    assert [_place(service, job) for job in (running, first, second)] == [(RUNNING, 0), (QUEUED, 1), (QUEUED, 2)]
+
+    assert service.cancel(first)
+    assert [_place(service, job) for job in (first, second)] == [(CANCELLED, 0), (QUEUED, 1)]
+    gate.opened.set()
+    assert service.wait(running).state == DONE
+    assert service.wait(second).state == DONE
+    cancelled = service.snapshot(first)
+    assert (cancelled.state, cancelled.started_at, cancelled.sample_ids) == (CANCELLED, None, ())
+    assert (gate.loads, gate.calls) == (1, 2)  # the cancelled job never reached the sampler
+
+
+def _place(service: GenerationService, job_id: str) -> tuple[str, int]:
+    snap = service.snapshot(job_id)
+    return snap.state, snap.queue_position
 
 
 def test_missing_model_fails_with_a_message(service, app_home, tmp_path):

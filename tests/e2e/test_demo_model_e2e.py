@@ -11,15 +11,18 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers import screenshot, start_app_server, stop_app_server, wait_for_app
 from PIL import Image
 
 from renal_ldm.models.manifest import is_checkpoint
 from renal_ldm.paths import demo_model_dir
-from tests.e2e.conftest import screenshot, start_app_server, stop_app_server, wait_for_app
 
 pytestmark = pytest.mark.e2e
 
-FIRST_IMAGE_JS = "() => { const img = document.querySelector(\"[data-testid='stImage'] img\"); return img ? img.src : null; }"
+FIRST_IMAGE_JS = """() => {
+  const img = document.querySelector("[data-testid='stImage'] img");
+  return img ? img.src : null;
+}"""
 
 
 @pytest.fixture(scope="module")

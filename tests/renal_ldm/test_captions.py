@@ -132,10 +132,15 @@ def test_parsing_tolerates_whitespace_and_case():
 def test_unknown_class_name_lists_valid_names():
     with pytest.raises(ValueError) as err:
         caption_to_levels(f"{H}\nThere is a lot of Podocytes visible in the image.")
-    message = str(err.value)
-    assert "Podocytes" in message.lower() or "podocytes" in message
-    for c in CAPTIONED_CLASSES:
-        assert c.name in message
+    # The parser matches lower-cased sentences, so the bad name is quoted lower-cased.
+    assert str(err.value) == (
+        "unknown tissue class name 'podocytes'; valid names are: 'Arteries', 'Atrophic Tubuli', 'Tubuli', "
+        "'Glomeruli', 'Sclerotic Glomeruli', 'other kidney tissue', 'Dilated Tubuli'"
+    )
+    assert [c.name for c in CAPTIONED_CLASSES] == [
+        "Arteries", "Atrophic Tubuli", "Tubuli", "Glomeruli", "Sclerotic Glomeruli", "other kidney tissue",
+        "Dilated Tubuli",
+    ]  # every captioned class is offered, in the table's order
 
 
 def test_unparseable_sentence_and_duplicates_are_errors():

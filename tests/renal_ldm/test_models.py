@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 from accelerate import init_empty_weights
+from tiny_models import build_tiny_model
 
 from renal_ldm.models.build import build_noise_scheduler, build_sampling_scheduler, build_unet, build_vae
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
@@ -70,19 +71,7 @@ def test_tiny_latents_are_a_quarter_of_the_image():
 
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
-    config = get_config("tiny")
-    torch.manual_seed(0)
-    model = LatentDiffusionModel(
-        config=config,
-        vae=build_vae(config),
-        unet=build_unet(config, CONTEXT),
-        text_encoder="minilm",
-        context_dim=CONTEXT,
-        data_fingerprint="abc",
-    )
-    with torch.no_grad():  # diffusers zero-initialises some output convs; make every weight matter
-        for p in list(model.unet.parameters()) + list(model.vae.parameters()):
-            p.add_(torch.randn_like(p) * 0.01)
+    model = build_tiny_model(context_dim=CONTEXT, data_fingerprint="abc")
     path = save_model(tmp_path / "ckpt", model, extra={"note": "test"})
     return model, path
 

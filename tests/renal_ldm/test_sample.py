@@ -11,9 +11,7 @@ import torch
 
 from renal_ldm.captions import GENERATING_CAPTION, levels_to_caption, parse_levels_spec
 from renal_ldm.cli import main as cli_main
-from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
-from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
-from renal_ldm.models.configs import get_config
+from renal_ldm.models.checkpoint import load_model, save_model
 from renal_ldm.sample import (
     Sampler,
     SampleRequest,
@@ -22,39 +20,12 @@ from renal_ldm.sample import (
     resolve_model_dir,
     write_samples,
 )
-from renal_ldm.text import get_text_encoder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 STEPS = 4
-
-
-def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights with some spread everywhere, so outputs depend on every input (diffusers zero-inits)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    config = get_config("tiny")
-    encoder = get_text_encoder("minilm")
-    torch.manual_seed(0)
-    model = LatentDiffusionModel(
-        config=config,
-        vae=_randomised(build_vae(config), 1),
-        unet=_randomised(build_unet(config, encoder.dim), 2),
-        noise_scheduler=build_noise_scheduler(config),
-        text_encoder="minilm",
-        context_dim=encoder.dim,
-        data_fingerprint="test",
-    )
-    return save_model(tmp_path_factory.mktemp("models") / "tiny", model)
 
 
 @pytest.fixture(scope="module")
