@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import expression
 from sqlalchemy.types import TypeDecorator
 
 from renal_ldm import survey
@@ -148,6 +149,10 @@ class Survey(Base):
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=survey.DRAFT)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # At most this many participants may start (None: no cap); checked in the transaction that inserts one.
+    participant_cap: Mapped[int | None] = mapped_column(Integer)
+    # False: only one-use invitation links start participants (the shared ?survey= link is refused).
+    shared_link: Mapped[bool] = mapped_column(Boolean, default=True, server_default=expression.true())
 
 
 class SurveyItem(Base):
@@ -188,6 +193,25 @@ class Participant(Base):
     strategy: Mapped[str | None] = mapped_column(Text)  # at most survey.STRATEGY_MAX_CHARS (the repository checks)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+    # A researcher left this participant out of every statistic and export (Results); the answers stay stored.
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=expression.false())
+
+
+class SurveyInvitation(Base):
+    """A one-use link (?invite=token) sent to one person: it starts one participant, then only resumes them.
+
+    UNIQUE(participant_id) and the conditional claim in the repository make two tabs opening one unused
+    invitation at once still give a single participant.
+    """
+
+    __tablename__ = "survey_invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    survey_id: Mapped[int] = mapped_column(ForeignKey("surveys.id"), index=True)
+    token: Mapped[str] = mapped_column(String(TOKEN_LEN), unique=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column()
 
 
 class Answer(Base):

@@ -25,6 +25,7 @@ from db.repository.accounts import (
     set_password_hash,
     sign_in_failures,
 )
+from db.repository.invitations import Invitation, create_invitations, list_invitations
 from db.repository.models_registry import (
     ModelEntry,
     ModelPathError,
@@ -34,14 +35,19 @@ from db.repository.models_registry import (
     remove_model,
 )
 from db.repository.participants import (
+    InvitationStatus,
     Participant,
     PublicItem,
+    SharedLinkOffError,
+    SurveyFullError,
     finish_participant,
+    get_invitation,
     get_participant,
     next_unanswered_item,
     record_answer,
     set_experience,
     set_strategy,
+    start_invited_participant,
     start_participant,
 )
 from db.repository.presets import Preset, delete_preset, get_preset, list_presets, save_preset
@@ -61,15 +67,20 @@ from db.repository.surveys import (
     ImportSummary,
     Survey,
     SurveyItem,
+    SurveyParticipant,
     create_survey,
     duplicate_survey,
     get_survey,
     get_survey_by_token,
     import_responses,
     list_surveys,
+    set_participant_cap,
+    set_participant_excluded,
+    set_shared_link,
     set_survey_status,
     survey_answers,
     survey_items_with_truth,
+    survey_participants,
 )
 
 __all__ = sorted(n for n, v in globals().items() if not n.startswith("_") and not isinstance(v, _ModuleType))

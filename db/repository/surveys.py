@@ -36,6 +36,27 @@ class Survey:
     item_count: int
     participant_count: int
     finished_count: int
+    participant_cap: int | None = None
+    shared_link: bool = True
+
+    @property
+    def full(self) -> bool:
+        """No more participants may start: the cap is reached."""
+        return self.participant_cap is not None and self.participant_count >= self.participant_cap
+
+
+@dataclass(frozen=True)
+class SurveyParticipant:
+    """A participant as the researcher sees them on Results: no answers, just who they are and their status."""
+
+    id: int
+    experience: int | None
+    strategy: str | None
+    excluded: bool
+    invited: bool
+    started_at: datetime
+    finished_at: datetime | None
+    answered: int
 
 
 @dataclass(frozen=True)
@@ -82,7 +103,8 @@ _SURVEY_COLUMNS = (
 
 def _record(row: Any) -> Survey:
     s, items, participants, finished = row
-    return Survey(s.id, s.token, s.title, s.is_demo, s.status, s.created_at, items, participants, finished)
+    return Survey(s.id, s.token, s.title, s.is_demo, s.status, s.created_at, items, participants, finished,
+                  s.participant_cap, bool(s.shared_link))
 
 
 def _survey_row(session: Session, survey_id: int) -> models.Survey:
@@ -168,20 +190,82 @@ def set_survey_status(survey_id: int, status: str, *, url: str | None = None) ->
         _survey_row(session, survey_id).status = status
 
 
+def set_participant_cap(survey_id: int, cap: int | None, *, url: str | None = None) -> None:
+    """At most `cap` participants may start this survey (None: no cap). Those already started stay."""
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise ValueError(f"participant cap must be a whole number of at least 1, or none; got {cap!r}")
+    with session_scope(url) as session:
+        _survey_row(session, survey_id).participant_cap = cap
+
+
+def set_shared_link(survey_id: int, enabled: bool, *, url: str | None = None) -> None:
+    """Turn the shared ?survey= link on or off; invitation links work either way."""
+    with session_scope(url) as session:
+        _survey_row(session, survey_id).shared_link = bool(enabled)
+
+
+def survey_participants(survey_id: int, *, url: str | None = None) -> list[SurveyParticipant]:
+    """Every participant of a survey, in the order they started, with their answer count (researchers only)."""
+    answered = (
+        select(func.count(models.Answer.id))
+        .where(models.Answer.participant_id == models.Participant.id)
+        .scalar_subquery()
+    )
+    invited = (
+        select(func.count(models.SurveyInvitation.id))
+        .where(models.SurveyInvitation.participant_id == models.Participant.id)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(models.Participant, answered, invited)
+        .where(models.Participant.survey_id == survey_id)
+        .order_by(models.Participant.id)
+    )
+    with session_scope(url, readonly=True) as session:
+        _survey_row(session, survey_id)
+        return [
+            SurveyParticipant(p.id, p.experience, p.strategy, bool(p.excluded), bool(n_invited), p.started_at,
+                              p.finished_at, n_answered)
+            for p, n_answered, n_invited in session.execute(stmt)
+        ]
+
+
+def set_participant_excluded(survey_id: int, participant_id: int, excluded: bool, *, url: str | None = None) -> None:
+    """Leave a participant out of (or take them back into) every statistic and export; answers stay stored."""
+    with session_scope(url) as session:
+        participant = session.get(models.Participant, participant_id)
+        if participant is None or participant.survey_id != survey_id:
+            raise NotFoundError(f"survey {survey_id!r} has no participant {participant_id!r}")
+        participant.excluded = bool(excluded)
+
+
 def duplicate_survey(
-    survey_id: int, *, title: str | None = None, status: str = vocabulary.DRAFT, url: str | None = None
+    survey_id: int,
+    image_paths: Sequence[str],
+    *,
+    title: str | None = None,
+    status: str = vocabulary.DRAFT,
+    url: str | None = None,
 ) -> str:
-    """A new survey with the same items (new public ids, no participants); returns its token."""
+    """A new survey with the source's truths and positions over new image files (new public ids, no
+    participants); returns its token.
+
+    `image_paths` are the copies' paths, one per source item in position order: a copy never shares the
+    source's files (app.survey_store.duplicate_image_survey writes them, each with its own bytes).
+    """
     status = check_choice(status, models.SURVEY_STATUSES, "survey status")
+    paths = [clean_name(p, f"duplicate item {n} image_path") for n, p in enumerate(image_paths, start=1)]
     with session_scope(url) as session:
         source = _survey_row(session, survey_id)
         new_title = _check_title(title if title is not None else f"{source.title} (copy)"[: vocabulary.TITLE_MAX_CHARS])
-        items = session.execute(
-            select(models.SurveyItem.image_path, models.SurveyItem.truth)
+        truths = session.scalars(
+            select(models.SurveyItem.truth)
             .where(models.SurveyItem.survey_id == survey_id)
             .order_by(models.SurveyItem.position)
         ).all()
-        return _add_survey(session, new_title, [tuple(i) for i in items], source.is_demo, status)
+        if len(paths) != len(truths):
+            raise ValueError(f"survey {survey_id} has {len(truths)} items; got {len(paths)} image paths for its copy")
+        return _add_survey(session, new_title, list(zip(paths, truths, strict=True)), source.is_demo, status)
 
 
 def _items(session: Session, survey_id: int) -> list[models.SurveyItem]:

@@ -10,10 +10,10 @@ def test_upgrade_then_current(empty_db_url, capsys):
     assert "none (empty database)" in capsys.readouterr().out
     assert main(["db", "upgrade", "--url", empty_db_url]) == 0
     out = capsys.readouterr().out
-    assert "revision: 0002 (head)" in out
+    assert "revision: 0003 (head)" in out
     assert main(["db", "current", "--url", empty_db_url]) == 0
     out = capsys.readouterr().out
-    assert "revision: 0002 (up to date)" in out
+    assert "revision: 0003 (up to date)" in out
     if ":renal@" in empty_db_url:  # PostgreSQL test URL carries a password
         assert ":renal@" not in out and ":***@" in out
 

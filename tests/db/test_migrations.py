@@ -19,8 +19,8 @@ from db.session import get_engine, session_scope
 
 def test_empty_database_upgrades_to_head(empty_db_url):
     assert current_revision(empty_db_url) is None
-    assert init_db(empty_db_url) == head_revision() == "0002"
-    assert current_revision(empty_db_url) == "0002"
+    assert init_db(empty_db_url) == head_revision() == "0003"
+    assert current_revision(empty_db_url) == "0003"
 
 
 def test_upgrade_again_keeps_answers_annotations_and_samples(db_url):
@@ -77,3 +77,19 @@ def test_foreign_keys_are_enforced(db_url):
     with pytest.raises(IntegrityError):
         with session_scope(db_url) as session:
             session.add(models.SlideAnnotation(slide_id=12345, mask_path="masks/x.png", author="a"))
+
+
+def test_upgrade_to_0003_keeps_shared_links_on_and_participants_included(empty_db_url):
+    from db.migrate import upgrade
+
+    upgrade(empty_db_url, "0002")
+    with get_engine(empty_db_url).begin() as connection:
+        connection.execute(sa.text("INSERT INTO surveys (id, token, title, is_demo, status, created_at) "
+                                   "VALUES (1, 'tok', 'Old', false, 'open', CURRENT_TIMESTAMP)"))
+        connection.execute(sa.text("INSERT INTO participants (id, survey_id, resume_token, item_order, started_at) "
+                                   "VALUES (1, 1, 'res', '[]', CURRENT_TIMESTAMP)"))
+    assert upgrade(empty_db_url) == head_revision()
+    survey = repo.get_survey(1, url=empty_db_url)
+    assert (survey.shared_link, survey.participant_cap, survey.participant_count) == (True, None, 1)
+    assert [p.excluded for p in repo.survey_participants(1, url=empty_db_url)] == [False]
+    assert repo.list_invitations(1, url=empty_db_url) == []
