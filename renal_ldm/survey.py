@@ -30,6 +30,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from renal_ldm.csv_cells import csv_text, restore_cell
+
 # -------------------------------------------------------------------------------------------------- vocabulary
 
 REAL = "real"
@@ -54,8 +56,12 @@ TITLE_MAX_CHARS = 200
 """A survey title (the database column is this wide)."""
 STRATEGY_MAX_CHARS = 10_000
 """A participant's optional free-text strategy (a Text column: the repository enforces this limit)."""
+INVITATIONS_PER_BATCH_MAX = 1000
+"""One-use invitation links a researcher creates at once (Manage surveys and the repository)."""
 
 CSV_COLUMNS = ("participant", "experience", "question", "truth", "answer")
+STRATEGY_COLUMN = "strategy"
+"""The optional trailing column of the raw-answers export: the participant's strategy (the reader ignores it)."""
 MAX_LISTED_PROBLEMS = 25
 
 
@@ -288,6 +294,7 @@ def read_numbered_responses(source: str | os.PathLike | bytes | IO) -> list[tupl
         header = next(reader, None)
     if header is None:
         raise ValueError("survey responses CSV is empty; expected a header " + ",".join(CSV_COLUMNS))
+    header = [restore_cell(h) for h in header]  # the product's own exports neutralise formula-like cells
     columns = _header_columns(header)
     records: list[SurveyAnswer] = []
     lines: list[int] = []
@@ -297,7 +304,7 @@ def read_numbered_responses(source: str | os.PathLike | bytes | IO) -> list[tupl
             if not any(cell.strip() for cell in row):
                 continue
             try:
-                records.append(_row_to_record(row, columns, len(header)))
+                records.append(_row_to_record([restore_cell(c) for c in row], columns, len(header)))
                 lines.append(reader.line_num)
             except ValueError as exc:
                 problems.append((reader.line_num, str(exc)))
@@ -312,15 +319,21 @@ def read_numbered_responses(source: str | os.PathLike | bytes | IO) -> list[tupl
     return list(zip(lines, records, strict=True))
 
 
-def responses_csv(records: Iterable[SurveyAnswer]) -> str:
-    """The raw answers as CSV text in the input format (reads back with read_responses_csv), for downloads."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+def responses_csv(records: Iterable[SurveyAnswer], strategies: Mapping[str, str | None] | None = None) -> str:
+    """The raw answers as CSV text in the input format (reads back with read_responses_csv), for downloads.
+
+    With `strategies` (participant -> strategy text), a trailing `strategy` column repeats each participant's
+    strategy on their rows, as experience is repeated; the reader ignores it. Every cell is neutralised
+    (renal_ldm.csv_cells): a strategy or label such as `=HYPERLINK(...)` never runs in a spreadsheet.
+    """
+    header = CSV_COLUMNS + ((STRATEGY_COLUMN,) if strategies is not None else ())
+    rows = []
     for r in records:
-        writer.writerow([r.participant, "" if r.experience is None else r.experience, r.question, r.truth,
-                         r.answer or ""])
-    return out.getvalue()
+        row = [r.participant, "" if r.experience is None else r.experience, r.question, r.truth, r.answer or ""]
+        if strategies is not None:
+            row.append(strategies.get(r.participant) or "")
+        rows.append(row)
+    return csv_text(header, rows)
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -394,6 +407,8 @@ class SurveyStats:
     pooled_answered: int
     pooled_correct: int
     pooled_binomial_p: float | None
+    excluded_participants: int = 0
+    """Participants with answers that a researcher left out (survey_statistics' `exclude`): in nothing above."""
 
     @property
     def mean_kappa_by_experience(self) -> dict[str, float | None]:
@@ -442,6 +457,7 @@ class SurveyStats:
             "pooled_answered": self.pooled_answered,
             "pooled_correct": self.pooled_correct,
             "pooled_binomial_p": _sig(self.pooled_binomial_p),
+            "excluded_participants": self.excluded_participants,
             "correctness_matrix": {
                 "questions": [q.question for q in self.questions],
                 "participants": [p.id for p in self.participants],
@@ -613,20 +629,39 @@ def _fleiss(participants: Sequence[str], questions: Sequence[str],
     return fleiss_kappa(counts), len(complete)
 
 
+def exclude_participants(records: Iterable[SurveyAnswer], excluded: Iterable[object]) -> tuple[list[SurveyAnswer], int]:
+    """The records of everyone but the `excluded` participants (ids compared as text), and how many of the
+    excluded had records: the one filter behind the statistics and the exports, so both leave out the same people.
+    """
+    left_out = {_parse_id(p, "participant") for p in excluded}
+    kept, dropped = [], set()
+    for r in records:
+        if r.participant in left_out:
+            dropped.add(r.participant)
+        else:
+            kept.append(r)
+    return kept, len(dropped)
+
+
 def survey_statistics(records: Iterable[SurveyAnswer], *, bootstrap: int = 2000, seed: int = 0,
-                      answer_key: Mapping[str, str] | None = None) -> SurveyStats:
+                      answer_key: Mapping[str, str] | None = None, exclude: Iterable[object] = ()) -> SurveyStats:
     """All survey statistics from answer records (see the module docstring for the conventions).
+
+    `exclude` lists participants a researcher left out: their answers count in no statistic (kappa, Fleiss,
+    majority vote, binomial tests, per-question counts), and `excluded_participants` says how many had answers.
 
     `answer_key` (question -> truth), optional, lists questions that may have no answers at all (shown as
     answered 0, correct 0, left out of the majority vote); it must agree with the records' truths.
     Majority vote: a question counts as correct when strictly more participants answered it right than wrong;
     a tie counts as not correct, and unanswered questions are left out (majority_vote_questions counts the
     rest). The pooled binomial test treats every answer as independent, which answers by the same person are
-    not: read it as descriptive. Raises ValueError for no records or inconsistent records.
+    not: read it as descriptive. Raises ValueError for no records (after exclusion) or inconsistent records.
     """
-    recs = validate_records(records)
+    kept, n_excluded = exclude_participants(validate_records(records), exclude)
+    recs = tuple(kept)
     if not recs:
-        raise ValueError("no survey answers: need at least one participant's answers to compute statistics")
+        raise ValueError("no survey answers: need at least one participant's answers to compute statistics"
+                         + (f" ({n_excluded} participants excluded)" if n_excluded else ""))
     truths = _truths(recs, answer_key)
     questions = sorted(truths, key=natural_key)
     by_participant: dict[str, list[SurveyAnswer]] = {}
@@ -666,6 +701,7 @@ def survey_statistics(records: Iterable[SurveyAnswer], *, bootstrap: int = 2000,
         pooled_answered=pooled_answered,
         pooled_correct=pooled_correct,
         pooled_binomial_p=binomial_p(pooled_correct, pooled_answered),
+        excluded_participants=n_excluded,
     )
 
 
@@ -691,15 +727,20 @@ def most_fooling(stats: SurveyStats, truth: str, n: int = 1) -> list[QuestionSta
     return pool[:n]
 
 
-def summary_csv(stats: SurveyStats) -> str:
-    """Per-participant summary as CSV text (for downloads); undefined values are empty cells."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["participant", "experience", "answered", "correct", "accuracy", "kappa", "binomial_p"])
+def summary_csv(stats: SurveyStats, strategies: Mapping[str, str | None] | None = None) -> str:
+    """Per-participant summary as CSV text (for downloads); undefined values are empty cells, every cell is
+    neutralised (renal_ldm.csv_cells). With `strategies`, a trailing `strategy` column."""
+    header = ["participant", "experience", "answered", "correct", "accuracy", "kappa", "binomial_p"]
+    if strategies is not None:
+        header.append(STRATEGY_COLUMN)
+    rows = []
     for p in stats.participants:
-        writer.writerow([p.id, _cell(p.experience), p.answered, p.correct, _cell(_r(p.accuracy)),
-                         _cell(_r(p.kappa)), _cell(_sig(p.binomial_p))])
-    return out.getvalue()
+        row = [p.id, _cell(p.experience), p.answered, p.correct, _cell(_r(p.accuracy)), _cell(_r(p.kappa)),
+               _cell(_sig(p.binomial_p))]
+        if strategies is not None:
+            row.append(strategies.get(p.id) or "")
+        rows.append(row)
+    return csv_text(header, rows)
 
 
 def _cell(value: object) -> object:

@@ -438,6 +438,51 @@ def test_summary_csv_has_one_row_per_participant():
     assert lines[2].startswith("p2,2,40,12,0.3,-0.4,")
 
 
+FORMULA = '=HYPERLINK("x")'
+
+
+def cells(text: str) -> list[list[str]]:
+    import csv
+    import io
+
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_exports_neutralise_formulas_and_read_back_unchanged():
+    recs = sheet(FORMULA, [R, S], [R, R], experience=2, prefix="@q") + sheet("p2", [R, S], [S, S], experience=4,
+                                                                              prefix="@q")
+    strategies = {FORMULA: "+ the nuclei", "p2": "-0.5 is a number, this is not"}
+    raw = responses_csv(recs, strategies)
+    rows = cells(raw)
+    assert rows[0] == ["participant", "experience", "question", "truth", "answer", "strategy"]
+    assert rows[1] == ["'" + FORMULA, "2", "'@q1", "real", "real", "'+ the nuclei"]
+    assert rows[3][-1] == "'-0.5 is a number, this is not"
+    assert not any(c.startswith(("=", "+", "-", "@")) for row in rows for c in row)
+    assert read_responses_csv(raw) == recs  # the product reads its own export back (strategy column ignored)
+    summary = cells(summary_csv(stats_of(recs), strategies))
+    assert summary[0][-1] == "strategy"
+    assert {r[0] for r in summary[1:]} == {"'" + FORMULA, "p2"}
+    assert ["'+ the nuclei"] == [r[-1] for r in summary[1:] if r[0] == "'" + FORMULA]
+    assert [r[1:6] for r in summary[1:] if r[0] == "p2"] == [["4", "2", "1", "0.5", "0.0"]]
+    assert "p2,2,40,12,0.3,-0.4," in summary_csv(stats_of(reference_records()))  # a negative kappa stays a number
+
+
+def test_excluded_participants_are_in_no_statistic():
+    everyone = reference_records()
+    left_out = {"p2", "p5"}
+    st = stats_of(everyone, exclude=left_out, bootstrap=100)
+    alone = stats_of([r for r in everyone if r.participant not in left_out], bootstrap=100)
+    assert st.excluded_participants == 2 and alone.excluded_participants == 0
+    assert st.participants == alone.participants and st.questions == alone.questions
+    assert (st.mean_kappa, st.fleiss_kappa, st.majority_vote_correct, st.pooled_binomial_p, st.kappa_ci95) == (
+        alone.mean_kappa, alone.fleiss_kappa, alone.majority_vote_correct, alone.pooled_binomial_p, alone.kappa_ci95)
+    assert st.mean_kappa != stats_of(everyone, bootstrap=100).mean_kappa
+    assert strict_json(st)["excluded_participants"] == 2
+    assert "p2" not in {row.split(",")[0] for row in summary_csv(st).splitlines()}
+    with pytest.raises(ValueError, match=r"no survey answers.*\(13 participants excluded\)"):
+        survey_statistics(everyone, exclude={r.participant for r in everyone} | {"nobody"})
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 
 
