@@ -14,8 +14,10 @@ What it does, all with the product's own code and nothing off this machine:
 - click-to-next-image latency: from the click until the next image's "n / N" progress text (or the strategy
   question after the last image) is on the page. A participant waits --think seconds before each click
   (the page ignores clicks within 0.4 s of drawing an image: its double-click guard); the wait is not counted;
-- afterwards reads the database: answers lost (expected minus stored, must be 0), duplicates (more than one
-  answer of one participant to one image, must be 0), participants not finished.
+- afterwards reads the database: answers stored of participants x images (must be all), lost (the page showed
+  the next image but the answer has no row, must be 0), duplicates (more than one answer of one participant to
+  one image, must be 0), participants not finished; answers never given because a browser failed are counted
+  apart and make the run fail too.
 Prints p50 / p95 / max latency, answers per second, the app server's CPU time (how many cores it kept
 busy), the 1-minute load average before and after, and the ratio of the concurrent p50 to the baseline p50 (same process, same server). Exit status 1 when an answer is
 lost or duplicated or a participant did not finish.
@@ -39,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -61,7 +64,8 @@ class Run:
     """One participant's browser session and what it measured."""
 
     index: int
-    latencies: list[float] = field(default_factory=list)
+    resume_token: str | None = None
+    latencies: list[float] = field(default_factory=list)  # one per answer the page confirmed
     repeated_clicks: int = 0
     error: str | None = None
 
@@ -92,11 +96,14 @@ async def take_survey(browser, link: str, images: int, think: float, run: Run) -
         await page.locator("[data-testid='stRadio'] label").filter(has_text=re.compile(r"^3\b")).first.click()
         await page.get_by_role("button", name="Start the survey").click()
         await page.get_by_text(f"1 / {images}", exact=True).wait_for()
+        run.resume_token = parse_qs(urlsplit(page.url).query)["resume"][0]
         for number in range(1, images + 1):
             label = rng.choice(["Real", "Synthetic"])
             after = (page.get_by_text(f"{number + 1} / {images}", exact=True) if number < images
                      else page.get_by_text("did you notice any patterns", exact=False))
             for attempt in range(CLICK_TRIES):
+                # A person clicks a settled page: mid-redraw Streamlit still shows the previous image's buttons.
+                await page.wait_for_function(APP_IDLE_JS)
                 await asyncio.sleep(think)
                 start = time.perf_counter()
                 await page.get_by_role("button", name=label, exact=True).click()
@@ -151,22 +158,27 @@ async def drive(link: str, images: int, participants: int, think: float, server_
             "server_cpu": (cpu_between - cpu_start, cpu_end - cpu_between)}
 
 
-def database_check(token: str, url: str, participants: int, images: int) -> dict[str, int]:
-    """Answers lost and duplicated, and participants not finished, from the database itself."""
+def database_check(token: str, url: str, runs: list[Run], images: int) -> dict[str, int]:
+    """From the database itself: answers stored, lost (the page moved on but no row), duplicated, unfinished."""
     from db import repository as repo
 
     survey = repo.get_survey_by_token(token, url=url)
-    records = repo.survey_answers(survey.id, url=url)
-    pairs = [(r.participant_id, r.item_public_id) for r in records]
-    people = {r.participant_id for r in records}
+    pairs = [(r.participant_id, r.item_public_id) for r in repo.survey_answers(survey.id, url=url)]
+    stored: dict[int, int] = {}
+    for participant_id, _item in set(pairs):
+        stored[participant_id] = stored.get(participant_id, 0) + 1
+    lost = 0
+    for run in runs:
+        if run.resume_token is not None:
+            participant_id = repo.get_participant(run.resume_token, url=url).id
+            lost += max(0, len(run.latencies) - stored.get(participant_id, 0))
     survey = repo.get_survey(survey.id, url=url)
-    expected = (participants + 1) * images  # the baseline participant too
     return {
-        "expected": expected,
+        "expected": len(runs) * images,
         "stored": len(set(pairs)),
-        "lost": expected - len(set(pairs)),
+        "lost": lost,
+        "unanswered": len(runs) * images - sum(len(r.latencies) for r in runs),
         "duplicates": len(pairs) - len(set(pairs)),
-        "participants": len(people),
         "not_finished": survey.participant_count - survey.finished_count,
     }
 
@@ -204,7 +216,7 @@ def main() -> int:
         result = asyncio.run(asyncio.wait_for(drive(link, args.images, args.participants, args.think, server.process.pid), args.timeout))
     finally:
         stop_app_server(server)
-    check = database_check(token, url, args.participants, args.images)
+    check = database_check(token, url, result["alone"][0] + result["together"][0], args.images)
     if not args.keep:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -222,15 +234,18 @@ def main() -> int:
                   f"p95 {percentile(values, 0.95) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms; "
                   f"{len(values)} answers in {seconds:.1f} s (start to finish) = {len(values) / seconds:.1f} answers/s; "
                   f"repeated clicks {sum(r.repeated_clicks for r in runs)}; "
-                  f"server CPU {server_cpu:.1f} s ({server_cpu / seconds:.2f} cores)")
+                  f"server CPU {server_cpu:.1f} s ({server_cpu / seconds:.2f} cores, "
+                  f"{server_cpu / len(values) * 1000:.0f} ms per answer)")
     if base and all_:
         print(f"   ratio: p50 at once / p50 alone = {statistics.median(all_) / statistics.median(base):.2f}x, "
               f"p95 = {percentile(all_, 0.95) / percentile(base, 0.95):.2f}x")
-    print(f"database: {check['stored']} of {check['expected']} answers stored, lost {check['lost']}, "
-          f"duplicates {check['duplicates']}, participants not finished {check['not_finished']}")
+    print(f"database: {check['stored']} of {check['expected']} answers stored (baseline included); lost "
+          f"{check['lost']} (the page went on, no row), duplicates {check['duplicates']}, participants not finished "
+          f"{check['not_finished']}, never answered {check['unanswered']} (browser errors below)")
     for line in errors:
         print(f"error: {line}")
-    return 0 if check["lost"] == 0 and check["duplicates"] == 0 and check["not_finished"] == 0 and not errors else 1
+    clean = check["stored"] == check["expected"] and not check["duplicates"] and not check["not_finished"]
+    return 0 if clean and not errors else 1
 
 
 if __name__ == "__main__":
