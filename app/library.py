@@ -69,8 +69,13 @@ def regenerate_params(sample: Sample) -> dict[str, Any]:
 def delete_sample(sample_id: int, home: str | Path | None = None) -> str:
     """Delete the row, then its PNG and JSON sidecar (after the commit); returns the relative image path.
 
-    The run's manifest.csv is an append-only log of what was drawn and keeps its line.
+    A row whose path leads outside the data directory is refused before anything changes (ValueError naming
+    the path: the row stays, no file is touched). The run's manifest.csv is an append-only log of what was
+    drawn and keeps its line.
     """
+    sample = repo.get_sample(sample_id)
+    if sample is not None:
+        data_file(sample.image_path, home)  # refuses a path leading outside, before the row is deleted
     image_path = repo.delete_sample(sample_id)
     png = data_file(image_path, home)
     for path in (png, png.with_suffix(".json")):

@@ -44,7 +44,8 @@ def create_demo_survey(n: int = DEFAULT_COUNT, *, model: str | Path | None = Non
     if progress:
         progress("saving", 0, 1)
     token = create_image_survey(images.title, images.real, images.synthetic, is_demo=True, status=vocabulary.OPEN,
-                                url=url)
+                                url=url, real_provenance=images.real_provenance,
+                                synthetic_provenance=images.synthetic_provenance)
     if progress:
         progress("saving", 1, 1)
     return DemoSurvey(token, images.title, images.mode, images.model_dir, n)

@@ -1,9 +1,11 @@
 """Gathering the files of a new survey's two halves, from uploads, Library samples or a server folder: no widgets.
 
-The Manage surveys page passes what its form holds; `gather` returns (name, bytes) pairs for
-app.survey_admin.create_survey_from_files and one message per problem (a missing folder, a deleted Library
-sample), so the researcher sees every problem of both halves at once. Files are checked by content later
-(renal_ldm.survey_images); here they are only collected.
+The Manage surveys page passes what its form holds; `gather` returns SourceFiles (name, bytes and where the file
+came from) for app.survey_admin.create_survey_from_files and one message per problem (a missing folder, a
+deleted Library sample), so the researcher sees every problem of both halves at once. Files are checked by
+content later (renal_ldm.survey_images); here they are only collected. The provenance (an upload's file name, a
+Library sample's model, caption and sampling parameters) is stored beside the survey's images for the
+researcher's export (app.survey_export), never shown to participants.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from app.downloads import sampling_params
 from app.survey_store import read_image_bytes
 from db import repository as repo
 
@@ -25,7 +29,20 @@ LIBRARY_PAGE = 500
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
 """What a server folder is scanned for (uploads are checked by content, never by name)."""
 
-Files = list[tuple[str, bytes]]
+FROM_UPLOAD, FROM_FOLDER, FROM_LIBRARY = "upload", "server folder", "library sample"
+"""The `source` of a provenance record."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A gathered file: the name the researcher knows it by, its bytes, and where it came from (provenance)."""
+
+    name: str
+    data: bytes
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+Files = list[SourceFile]
 
 
 class Upload(Protocol):
@@ -44,7 +61,7 @@ def gather(source: str, what: str, n: int, *, uploads: Sequence[Upload] | None =
     `n` of them (the others are never read).
     """
     if source == UPLOAD:
-        return [(f.name, f.getvalue()) for f in uploads or []], []
+        return [SourceFile(f.name, f.getvalue(), {"source": FROM_UPLOAD, "file": f.name}) for f in uploads or []], []
     if source == LIBRARY:
         return library_files(library_ids or [])
     if source != FOLDER:
@@ -59,7 +76,7 @@ def gather(source: str, what: str, n: int, *, uploads: Sequence[Upload] | None =
 
 
 def folder_files(folder: str | os.PathLike, *, limit: int | None = None) -> Files:
-    """(name, bytes) of the image files (by suffix) directly in a server folder, sorted by name.
+    """The image files (by suffix) directly in a server folder, sorted by name.
 
     `limit` draws that many at random (system randomness) when the folder holds more. FileNotFoundError or
     NotADirectoryError name the folder; a folder with no image files is a ValueError listing the suffixes.
@@ -75,11 +92,13 @@ def folder_files(folder: str | os.PathLike, *, limit: int | None = None) -> File
                          f"{', '.join(IMAGE_SUFFIXES)}")
     if limit is not None and len(files) > limit:
         files = sorted(random.SystemRandom().sample(files, limit))
-    return [(p.name, p.read_bytes()) for p in files]
+    return [SourceFile(p.name, p.read_bytes(), {"source": FROM_FOLDER, "folder": str(path), "file": p.name})
+            for p in files]
 
 
 def library_files(sample_ids: Iterable[int]) -> tuple[Files, list[str]]:
-    """(name, bytes) of Library samples by id; a missing sample or file is one error naming it."""
+    """Library samples by id, with the model, caption and sampling parameters that drew them; a missing sample
+    or file is one error naming it."""
     files, errors = [], []
     for sample_id in sample_ids:
         try:
@@ -87,7 +106,9 @@ def library_files(sample_ids: Iterable[int]) -> tuple[Files, list[str]]:
             if sample is None:  # deleted from the Library since it was picked (another tab, another user)
                 errors.append(f"Library sample #{sample_id}: no longer in the Library (deleted); pick another")
                 continue
-            files.append((f"Library sample #{sample.id}", read_image_bytes(sample.image_path)))
+            provenance = {"source": FROM_LIBRARY, "sample_id": sample.id, "model": sample.model_name,
+                          "caption": sample.caption, **sampling_params(sample)}
+            files.append(SourceFile(f"Library sample #{sample.id}", read_image_bytes(sample.image_path), provenance))
         except (ValueError, OSError) as exc:
             errors.append(f"Library sample #{sample_id}: cannot be read ({exc})")
     return files, errors

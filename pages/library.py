@@ -70,7 +70,11 @@ home = data_home()
 columns = st.columns(COLUMNS)
 for index, sample in enumerate(samples):
     with columns[index % COLUMNS], st.container(border=True, key=f"lib.card_{sample.id}"):
-        path = sample_file(sample, home)
+        try:
+            path = sample_file(sample, home)
+        except ValueError as exc:  # a row pointing outside the data directory: named, never read
+            st.warning(f"Sample #{sample.id}: {exc}")
+            continue
         if path.is_file():
             st.image(str(path), width="stretch")
         else:

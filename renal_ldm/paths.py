@@ -1,4 +1,9 @@
-"""Where the product keeps its files: one data directory (RENAL_LDM_HOME, default ./var) and the shipped model."""
+"""Where the product keeps its files: one data directory (RENAL_LDM_HOME, default ./var) and the shipped model.
+
+Paths the database stores are relative to the data directory; `resolve_in_home` is the one way back to a file,
+so a tampered or damaged row ("../../etc/passwd", "/etc/passwd", a symbolic link pointing out) is refused
+before anything is read or deleted.
+"""
 
 from __future__ import annotations
 
@@ -28,4 +33,23 @@ def data_subdir(name: str) -> Path:
     """A product-named folder under the data directory (never a name taken from user input)."""
     path = data_home() / name
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_in_home(relative: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
+    """The file a stored (data-directory relative) path names, symbolic links followed; ValueError naming the
+    path when it is empty, absolute, or leads outside the data directory (`home`, default data_home())."""
+    base = Path(home).expanduser().resolve() if home is not None else data_home()
+    text = os.fspath(relative)
+    expected = f"expected a path relative to the data directory {str(base)!r}, such as 'samples/run/0001.png'"
+    if not str(text).strip():
+        raise ValueError(f"stored file path {text!r} is empty; {expected}")
+    if Path(text).is_absolute() or str(text).startswith(("/", "\\")):
+        raise ValueError(f"stored file path {text!r} is absolute: refused, nothing read or deleted; {expected}")
+    path = (base / text).resolve()
+    if path == base:
+        raise ValueError(f"stored file path {text!r} names the data directory itself: refused; {expected}")
+    if not path.is_relative_to(base):
+        raise ValueError(f"stored file path {text!r} leads outside the data directory (to {str(path)!r}): refused, "
+                         f"nothing read or deleted; {expected}")
     return path

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from renal_ldm import paths
+from renal_ldm.models.configs import SAMPLING
 from renal_ldm.models.manifest import MANIFEST, is_checkpoint
 from renal_ldm.phantom import generate_phantom
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, normalise_image
@@ -42,13 +43,18 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class DemoImages:
-    """Both halves of a demo survey as normalised PNGs, how they were made, and the survey's title."""
+    """Both halves of a demo survey as normalised PNGs, how they were made, and the survey's title.
+
+    `*_provenance`: one record per image (phantom seed; model, caption and sampling parameters), for the export.
+    """
 
     real: list[bytes]
     synthetic: list[bytes]
     mode: str
     model_dir: Path | None
     title: str
+    real_provenance: list[dict] = field(default_factory=list)
+    synthetic_provenance: list[dict] = field(default_factory=list)
 
 
 def demo_model_available() -> bool:
@@ -122,15 +128,24 @@ def build_demo_images(n: int = DEFAULT_COUNT, *, model: str | Path | None = None
     n = _check_n(n)
     mode, model_dir = demo_mode(model, phantom_only)
     real = phantom_patches(n, size, seed + REAL_SEED_OFFSET, progress)
+    real_provenance = [{"source": "demo phantom", "phantom_seed": seed + REAL_SEED_OFFSET + i} for i in range(n)]
     if mode == PHANTOM_ONLY:
         synthetic = [p.image for p in phantom_patches(n, size, seed + PHANTOM_SYNTHETIC_SEED_OFFSET, progress)]
+        synthetic_provenance = [{"source": "demo phantom", "phantom_seed": seed + PHANTOM_SYNTHETIC_SEED_OFFSET + i}
+                                for i in range(n)]
     else:
         synthetic = sample_model(model_dir, [p.caption for p in real], size, seed, steps=steps, device=device,
                                  progress=progress, cancel=cancel)
+        synthetic_provenance = [
+            {"source": "demo model sample", "model": str(model_dir), "caption": p.caption, "seed": seed + i,
+             "steps": steps or SAMPLING.steps, "guidance": SAMPLING.guidance, "scheduler": SAMPLING.scheduler}
+            for i, p in enumerate(real)]
     return DemoImages(
         real=[normalise_image(p.image, size) for p in real],
         synthetic=[normalise_image(a, size) for a in synthetic],
         mode=mode,
         model_dir=model_dir,
         title=demo_title(mode, n, model_dir),
+        real_provenance=real_provenance,
+        synthetic_provenance=synthetic_provenance,
     )

@@ -1,4 +1,5 @@
-"""Gathering a survey half's files from uploads, a server folder or Library samples, with one message per problem."""
+"""Gathering a survey half's files from uploads, a server folder or Library samples, with one message per problem
+and the provenance each file carries to the export."""
 
 from __future__ import annotations
 
@@ -38,17 +39,19 @@ def image_folder(path, n: int):
 def test_uploads_are_taken_as_given_and_other_inputs_are_not_read(tmp_path):
     uploads = [FakeUpload("a.png", b"A"), FakeUpload("b.jpg", b"B")]
     got = files.gather(files.UPLOAD, "real", 1, uploads=uploads, folder=str(tmp_path / "missing"))
-    assert got == ([("a.png", b"A"), ("b.jpg", b"B")], [])
+    assert got == ([files.SourceFile("a.png", b"A", {"source": "upload", "file": "a.png"}),
+                    files.SourceFile("b.jpg", b"B", {"source": "upload", "file": "b.jpg"})], [])
     assert files.gather(files.UPLOAD, "real", 1, uploads=None) == ([], [])
 
 
 def test_folder_gives_its_images_and_at_most_n_of_them(tmp_path):
     folder = image_folder(tmp_path / "real", 5)
     gathered, problems = files.gather(files.FOLDER, "real", 10, folder=f"  {folder}  ")
-    assert problems == [] and [name for name, _ in gathered] == [f"{i}.png" for i in range(5)]
-    assert gathered[2][1] == png(2)
+    assert problems == [] and [f.name for f in gathered] == [f"{i}.png" for i in range(5)]
+    assert gathered[2].data == png(2)
+    assert gathered[2].provenance == {"source": "server folder", "folder": str(folder), "file": "2.png"}
     some, problems = files.gather(files.FOLDER, "real", 2, folder=str(folder))
-    assert problems == [] and len(some) == 2 and {n for n, _ in some} <= {f"{i}.png" for i in range(5)}
+    assert problems == [] and len(some) == 2 and {f.name for f in some} <= {f"{i}.png" for i in range(5)}
 
 
 @pytest.mark.parametrize("folder, expected", [
@@ -75,7 +78,7 @@ def test_missing_or_imageless_folder_is_one_problem_naming_it(tmp_path):
 
 def test_folder_files_by_suffix_sorted_and_limited(tmp_path):
     folder = image_folder(tmp_path / "imgs", 5)
-    assert [n for n, _ in files.folder_files(folder)] == [f"{i}.png" for i in range(5)]
+    assert [f.name for f in files.folder_files(folder)] == [f"{i}.png" for i in range(5)]
     assert len(files.folder_files(folder, limit=2)) == 2
     with pytest.raises(FileNotFoundError, match="does not exist"):
         files.folder_files(tmp_path / "missing")
@@ -99,9 +102,12 @@ def test_library_samples_by_id_and_a_deleted_one_named(tmp_path, monkeypatch):
         (tmp_path / "samples").mkdir()
         (tmp_path / "samples" / "s1.png").write_bytes(png(1))
         kept = repo.add_sample(repo.NewSample(image_path="samples/s1.png", caption="c", model_name="tiny", seed=1,
-                                              steps=2, guidance=1.5, size=8))
+                                              steps=2, guidance=1.5, size=8, scheduler="ddpm"))
         gathered, problems = files.gather(files.LIBRARY, "synthetic", 2, library_ids=[kept.id, kept.id + 1])
-        assert gathered == [(f"Library sample #{kept.id}", png(1))]
+        assert [(f.name, f.data) for f in gathered] == [(f"Library sample #{kept.id}", png(1))]
+        assert gathered[0].provenance == {"source": "library sample", "sample_id": kept.id, "model": "tiny",
+                                          "caption": "c", "seed": 1, "steps": 2, "guidance": 1.5,
+                                          "scheduler": "ddpm", "eta": 0.0, "size": 8}
         assert problems == [f"Library sample #{kept.id + 1}: no longer in the Library (deleted); pick another"]
         assert files.gather(files.LIBRARY, "synthetic", 2, library_ids=None) == ([], [])
     finally:

@@ -97,8 +97,8 @@ def make_survey(n_real=3, n_synthetic=3, title="Kidney study") -> tuple[str, int
     from app.survey_store import create_image_survey
     from renal_ldm.survey_images import normalise_upload
 
-    real = [normalise_upload(f"r{i}.png", png_bytes(i), 64).png for i in range(n_real)]
-    synthetic = [normalise_upload(f"s{i}.png", png_bytes(100 + i), 64).png for i in range(n_synthetic)]
+    real = [normalise_upload(f"r{i}.png", png_bytes(i, (72, 80)), 64).png for i in range(n_real)]
+    synthetic = [normalise_upload(f"s{i}.png", png_bytes(100 + i, (72, 80)), 64).png for i in range(n_synthetic)]
     token = create_image_survey(title, real, synthetic)
     return token, repo.get_survey_by_token(token).id
 
@@ -191,11 +191,14 @@ def test_create_from_library_samples(admin, tmp_path):
     at.text_input(key="survey_real_folder").input(str(real)).run()
     at.radio(key="survey_synthetic_source").set_value("Library samples").run()
     assert len(at.multiselect(key="survey_library_samples").value) == 3  # the newest N preselected
+    at.number_input(key="survey_size").set_value(96).run()  # no image is smaller: nothing up-scaled
     at.button(key="survey_create").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     (survey,) = repo.list_surveys()
     assert survey.item_count == 5
     assert any("Only 2 real images given" in i.value for i in at.info)
+    assert any("Native sizes differ: the real half is all 100 x 100 px and the synthetic half all 128 x 128 px"
+               in c.value for c in at.code)  # the creation warning, shown as plain text
 
 
 def db_home() -> str:

@@ -52,12 +52,15 @@ def test_status_and_duplicate(db_url):
         repo.set_survey_status(survey.id, "gone", url=db_url)
     with pytest.raises(ValueError, match="12345"):
         repo.set_survey_status(12345, "open", url=db_url)
-    copy = repo.get_survey_by_token(repo.duplicate_survey(survey.id, url=db_url), url=db_url)
+    copies = [f"survey/copy/{n}.png" for n in range(4)]  # the app writes new files for a copy
+    copy = repo.get_survey_by_token(repo.duplicate_survey(survey.id, copies, url=db_url), url=db_url)
     assert (copy.title, copy.status, copy.item_count, copy.participant_count) == ("Study (copy)", "draft", 4, 0)
     old = repo.survey_items_with_truth(survey.id, url=db_url)
     new = repo.survey_items_with_truth(copy.id, url=db_url)
-    assert [(i.image_path, i.truth) for i in old] == [(i.image_path, i.truth) for i in new]
+    assert [(i.image_path, i.truth) for i in new] == [(p, i.truth) for p, i in zip(copies, old)]
     assert not {i.public_id for i in old} & {i.public_id for i in new}
+    with pytest.raises(ValueError, match="has 4 items; got 3 image paths"):
+        repo.duplicate_survey(survey.id, copies[:3], url=db_url)
 
 
 def test_survey_answers_pair_truth_with_answer(db_url):

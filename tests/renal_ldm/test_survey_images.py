@@ -203,3 +203,199 @@ def test_survey_demo_cli_prints_the_link(tmp_path, monkeypatch, capsys):
         assert "has no renal_ldm.json" in capsys.readouterr().err
     finally:
         dispose_engines()
+
+
+# ---------------------------------------------------------------------------------- 16-bit, fixed rule
+
+
+def normalised_pixels(name: str, data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(si.normalise_upload(name, data, size).png)) as im:
+        return np.asarray(im)
+
+
+def test_16bit_gray_maps_to_8bit_by_the_fixed_rule_not_a_stretch():
+    ramp = np.arange(65536, dtype=np.uint16).reshape(256, 256)  # every value 0..65535 once
+    out = io.BytesIO()
+    Image.fromarray(ramp).save(out, format="PNG")
+    pixels = normalised_pixels("ramp16.png", out.getvalue(), 256)
+    assert np.array_equal(pixels[..., 0], (ramp >> 8).astype(np.uint8))  # value >> 8, in every channel
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+    dim = (np.arange(4096, dtype=np.uint16).reshape(64, 64))  # 12-bit data in a 16-bit file: stays dark
+    out = io.BytesIO()
+    Image.fromarray(dim).save(out, format="PNG")
+    pixels = normalised_pixels("dim16.png", out.getvalue(), 64)
+    assert pixels.max() == 4095 >> 8 == 15  # a per-image min-max stretch would have made it 255
+
+
+def test_16bit_rgb_tiff_maps_by_the_same_rule_and_is_named_16bit():
+    import tifffile
+
+    rgb = np.zeros((64, 64, 3), np.uint16)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 65535, 0x1234, 300
+    rgb[:32] //= 2
+    out = io.BytesIO()
+    tifffile.imwrite(out, rgb, photometric="rgb")
+    pixels = normalised_pixels("scan16.tif", out.getvalue(), 64)
+    assert np.array_equal(pixels, (rgb >> 8).astype(np.uint8))
+    image = si.normalise_upload("scan16.tif", out.getvalue(), 64)
+    assert (image.native.format, image.native.mode) == ("TIFF", "RGB 16-bit")
+
+
+def test_float_image_has_no_fixed_scale_and_is_refused_naming_it():
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).random((64, 64), dtype=np.float32)).save(out, format="TIFF")
+    with pytest.raises(si.ImageCheckError, match=r"^float\.tif: cannot be converted to 8-bit RGB \(32-bit "
+                                                 r"floating-point pixels .*expected an 8- or 16-bit image"):
+        si.normalise_upload("float.tif", out.getvalue(), 64)
+
+
+# ------------------------------------------------------------------------------------- colour profiles
+
+
+def s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
+
+
+def rgb_profile(description: str, primaries, gamma: float) -> bytes:
+    """A minimal ICC v2 matrix/TRC display profile (what AdobeRGB and most camera profiles are)."""
+    desc = description.encode("ascii") + b"\0"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(desc)) + desc + b"\0" * 8 + b"\0\0\0" + b"\0" * 67,
+        b"wtpt": b"XYZ \0\0\0\0" + s15(0.9642) + s15(1.0) + s15(0.8249),
+        b"cprt": b"text\0\0\0\0" + b"none\0",
+    }
+    for kind, xyz in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries):
+        tags[kind] = b"XYZ \0\0\0\0" + b"".join(s15(v) for v in xyz)
+    for kind in (b"rTRC", b"gTRC", b"bTRC"):
+        tags[kind] = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = [], b""
+    for kind, data in tags.items():
+        data += b"\0" * (-len(data) % 4)
+        table.append(kind + struct.pack(">II", offset + len(body), len(data)))
+        body += data
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + struct.pack(">6H", 2024, 1, 1, 0, 0, 0) + b"acsp" + b"\0" * 24 + struct.pack(">I", 0)
+              + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 4)
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + b"".join(table) + body
+
+
+ADOBE_LIKE = rgb_profile("Adobe RGB-like test profile", ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087),
+                                                        (0.14919, 0.06322, 0.74457)), 563 / 256)
+
+
+def tagged_png(pixels: np.ndarray, icc: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG", icc_profile=icc)
+    return out.getvalue()
+
+
+def test_an_embedded_profile_is_converted_to_srgb_before_it_is_dropped():
+    from PIL import ImageCms
+
+    pixels = noise(64, 64, seed=3)
+    image = si.normalise_upload("adobe.png", tagged_png(pixels, ADOBE_LIKE), 64)
+    reference = ImageCms.profileToProfile(Image.fromarray(pixels), ImageCms.ImageCmsProfile(io.BytesIO(ADOBE_LIKE)),
+                                          ImageCms.createProfile("sRGB"), outputMode="RGB")
+    with Image.open(io.BytesIO(image.png)) as im:
+        out = np.asarray(im)
+        assert im.info == {}  # the profile itself is gone
+    assert np.array_equal(out, np.asarray(reference))  # LittleCMS's conversion to sRGB
+    assert np.abs(out.astype(int) - pixels).max() > 10  # not merely stripped: AdobeRGB colours moved into sRGB
+    assert image.warnings == () and image.native.profile == "Adobe RGB-like test profile"
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    same = si.normalise_upload("srgb.png", tagged_png(pixels, srgb), 64)
+    with Image.open(io.BytesIO(same.png)) as im:
+        assert np.array_equal(np.asarray(im), pixels)  # sRGB to sRGB leaves the pixels alone
+
+
+@pytest.mark.parametrize("icc, kind", [
+    (b"\0" * 128, "unreadable colour profile"),
+    (None, "Lab identity built-in"),  # a Lab profile on RGB pixels: LittleCMS cannot build that transform
+])
+def test_a_profile_that_cannot_be_used_is_a_warning_naming_the_file(icc, kind):
+    from PIL import ImageCms
+
+    icc = icc or ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    pixels = noise(64, 64, seed=4)
+    image = si.normalise_upload("odd-profile.png", tagged_png(pixels, icc), 64)
+    (warning,) = image.warnings
+    assert warning.startswith(f"odd-profile.png: its colour profile ({kind}) cannot be converted to sRGB")
+    assert warning.endswith("its pixels are used as they are, so its colours may look different")
+    with Image.open(io.BytesIO(image.png)) as im:
+        assert np.array_equal(np.asarray(im), pixels) and im.info == {}
+
+
+def test_without_colour_management_a_profile_is_a_warning(monkeypatch):
+    monkeypatch.setattr(si, "ImageCms", None)
+    image = si.normalise_upload("adobe.png", tagged_png(noise(64, 64), ADOBE_LIKE), 64)
+    assert image.warnings == ("adobe.png: has an embedded colour profile, but this Pillow has no colour management "
+                              "(PIL.ImageCms): its colours were not converted to sRGB and may look different",)
+
+
+# ------------------------------------------------------------------------------- the halves compared
+
+
+def native_of(name: str, data: bytes, size: int = 64) -> si.Native:
+    return si.normalise_upload(name, data, size, allow_upscale=True).native
+
+
+def test_halves_are_compared_by_size_format_mode_and_profile():
+    gray = io.BytesIO()
+    Image.fromarray(noise(64, 64)).convert("L").save(gray, format="PNG")
+    real = [native_of("a.png", tagged_png(noise(64, 64), ADOBE_LIKE)), native_of("b.png", gray.getvalue())]
+    synthetic = [native_of(f"s{i}.png", tagged_png(noise(64, 64, seed=i), b"")) for i in range(2)]
+    warnings = si.compare_halves(real, synthetic)
+    assert warnings == [
+        "Native modes differ: the real half is RGB (1), L (1) and the synthetic half all RGB: they differ in colour "
+        "depth or channels (grayscale, 16-bit, alpha), which can show in the pixels.",
+        "Native colour profiles differ: the real half is Adobe RGB-like test profile (1), none (1) and the synthetic "
+        "half all none: their colours come from different colour spaces (converted to sRGB, but seldom alike in "
+        "look).",
+    ]
+    assert si.compare_halves(synthetic, synthetic) == [] and si.compare_halves(real, []) == []
+
+
+def test_native_properties_of_a_jpeg():
+    native = native_of("scan.jpg", jpeg_with_exif(300, 420), 256)
+    assert native == si.Native(420, 300, "JPEG", "RGB", "none") and native.size == "420 x 300 px"
+
+
+def test_upscaling_is_refused_by_default_and_a_warning_when_allowed():
+    small = png_with_text(100, 80, "RGB")
+    with pytest.raises(si.ImageCheckError, match=r"^small\.png: 80 x 100 px is smaller than the survey size of "
+                                                 r"128 x 128 px .*tick 'Allow up-scaling'"):
+        si.normalise_upload("small.png", small, 128)
+    image = si.normalise_upload("small.png", small, 128, allow_upscale=True)
+    assert image.warnings[0].startswith("small.png: 80 x 100 px is up-scaled to 128 x 128 px (allowed)")
+    assert si.normalise_upload("exact.png", tagged_png(noise(128, 128), b""), 128).warnings == ()
+
+
+# ------------------------------------------------------------------------------------- per-file stamp
+
+
+def test_stamp_adds_one_private_chunk_after_ihdr_and_keeps_the_pixels():
+    original = si.normalise_image(noise(48, 48), 48)
+    stamped = si.stamp_png(original, b"k" * 16)
+    assert [kind for kind, _ in si.png_chunks(stamped)] == [b"IHDR", b"rlDm", b"IDAT", b"IEND"]
+    assert stamped != original and len(stamped) == len(original) + 12 + 16
+    with Image.open(io.BytesIO(stamped)) as im:  # Pillow skips the unknown ancillary chunk
+        assert np.array_equal(np.asarray(im), np.asarray(Image.open(io.BytesIO(original))))
+        assert im.info == {}
+    again = si.stamp_png(stamped)  # a copy gets its own stamp, never two
+    assert [kind for kind, _ in si.png_chunks(again)].count(b"rlDm") == 1 and again != stamped
+    assert si.stamp_png(stamped, b"\0" * 16) == si.stamp_png(original, b"\0" * 16)
+    kind = si.PRIVATE_CHUNK
+    assert kind[:1].islower() and kind[1:2].islower() and kind[2:3].isupper()  # ancillary, private, valid
+
+
+def test_stamp_refuses_what_is_not_a_png_and_a_wrong_payload():
+    with pytest.raises(ValueError, match="not a PNG file"):
+        si.stamp_png(b"GIF89a...")
+    with pytest.raises(ValueError, match="truncated PNG"):
+        si.stamp_png(si.normalise_image(noise(40, 40), 40)[:-20])
+    with pytest.raises(ValueError, match="stamp payload must be 16 bytes, got 3"):
+        si.stamp_png(si.normalise_image(noise(40, 40), 40), b"abc")
