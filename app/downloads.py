@@ -30,8 +30,11 @@ def _home(home: str | Path | None) -> Path:
 
 
 def data_file(relative_path: str, home: str | Path | None = None) -> Path:
-    """The absolute path of a file the database records relative to the data directory."""
-    return _home(home) / relative_path
+    """The absolute path of a file the database records relative to the data directory; ValueError naming the
+    path when it leads outside (renal_ldm.paths.resolve_in_home), so nothing outside is read or deleted."""
+    from renal_ldm.paths import resolve_in_home
+
+    return resolve_in_home(relative_path, _home(home))
 
 
 def sample_file(sample: Sample, home: str | Path | None = None) -> Path:
@@ -62,16 +65,21 @@ def zip_samples(samples: Iterable[Sample], home: str | Path | None = None) -> by
     index: list[dict[str, Any]] = []  # samples.csv, every cell neutralised (a caption may read =HYPERLINK(...))
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for sample in samples:
-            png = sample_file(sample, home)
+            try:
+                png = sample_file(sample, home)
+            except ValueError:  # a row pointing outside the data directory: listed, never read
+                png = None
             folder = sample.run_id or "samples"
-            arc_png = f"{folder}/{png.name}"
-            if png.is_file():
+            arc_png = f"{folder}/{Path(sample.image_path).name}"
+            if png is not None and png.is_file():
                 archive.write(png, arc_png)
                 sidecar = png.with_suffix(".json")
                 if sidecar.is_file():
                     archive.write(sidecar, f"{folder}/{sidecar.name}")
                 else:
                     archive.writestr(f"{folder}/{sidecar.name}", json.dumps(sample.extra or {}, indent=2) + "\n")
+            elif png is None:
+                arc_png = f"(refused: outside the data directory) {sample.image_path}"
             else:
                 arc_png = f"(missing) {sample.image_path}"
             index.append(

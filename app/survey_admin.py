@@ -1,8 +1,10 @@
 """The researcher's side of the survey, for the Manage surveys and Results pages: no widgets here.
 
 - creating a survey from gathered files (app.survey_files): every file checked and normalised the same way
-  (renal_ldm.survey_images); any refused file stops the creation with one message per file, and nothing is
-  stored (the researcher's uploads stay in the form to fix and retry); storing is app.survey_store;
+  (renal_ldm.survey_images); any refused file (an image smaller than the survey size too, unless up-scaling is
+  allowed) stops the creation with one message per file, and nothing is stored (the researcher's uploads stay
+  in the form to fix and retry); differences between the halves' native sizes, formats, modes and colour
+  profiles are warnings; storing (with each image's provenance) is app.survey_store;
 - results: answers -> renal_ldm.survey records -> statistics, tables, heatmap data, CSV import with line numbers.
 
 The demo survey is app.survey_demo.
@@ -17,11 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from app.survey_files import FROM_UPLOAD, SourceFile
 from app.survey_store import create_image_survey, read_image_bytes, thumbnail_png
 from db import repository as repo
 from renal_ldm import survey as stats_lib
 from renal_ldm.csv_cells import csv_text
-from renal_ldm.survey_images import DEFAULT_MAX_PIXELS, normalise_files
+from renal_ldm.survey_images import DEFAULT_MAX_PIXELS, SurveyImage, compare_halves, normalise_files
 
 
 # ------------------------------------------------------------------------------------------------ links
@@ -88,14 +91,31 @@ def parse_cap(value: int | float | None) -> int | None:
 
 @dataclass
 class CreateResult:
+    """errors: nothing was created; notes: how the request was met; warnings: what may give the answer away."""
+
     token: str | None = None
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     real: int = 0
     synthetic: int = 0
 
 
-def _pick(files: list[tuple[str, bytes]], n: int, what: str, notes: list[str]) -> list[tuple[str, bytes]]:
+def _source(file: SourceFile | tuple[str, bytes]) -> SourceFile:
+    """A gathered file; a bare (name, bytes) pair is taken as an upload of that name."""
+    if isinstance(file, SourceFile):
+        return file
+    name, data = file
+    return SourceFile(name, data, {"source": FROM_UPLOAD, "file": name})
+
+
+def _provenance(files: Sequence[SourceFile], images: Sequence[SurveyImage]) -> list[dict]:
+    """Each file's provenance with what it was before normalisation (native size, format, mode, profile)."""
+    return [{**f.provenance, "native": i.native.as_dict() if i.native else None}
+            for f, i in zip(files, images, strict=True)]
+
+
+def _pick(files: list[SourceFile], n: int, what: str, notes: list[str]) -> list[SourceFile]:
     if len(files) > n:
         notes.append(f"{len(files)} {what} images given; a random {n} of them are used.")
         return random.SystemRandom().sample(files, n)
@@ -106,17 +126,23 @@ def _pick(files: list[tuple[str, bytes]], n: int, what: str, notes: list[str]) -
 
 def create_survey_from_files(
     title: str,
-    real_files: Sequence[tuple[str, bytes]],
-    synthetic_files: Sequence[tuple[str, bytes]],
+    real_files: Sequence[SourceFile | tuple[str, bytes]],
+    synthetic_files: Sequence[SourceFile | tuple[str, bytes]],
     *,
     n_real: int,
     n_synthetic: int,
     size: int,
     max_upload_mb: int,
     open_now: bool = True,
+    allow_upscale: bool = False,
     source_errors: Sequence[str] = (),
 ) -> CreateResult:
-    """Check, normalise and store both halves as a new survey; all errors at once, nothing stored on error."""
+    """Check, normalise and store both halves as a new survey; all errors at once, nothing stored on error.
+
+    Images smaller than `size` are refused unless `allow_upscale`. The survey is created despite warnings
+    (the halves' native properties differ, an image was up-scaled, a colour profile could not be converted):
+    the page shows them at creation.
+    """
     result = CreateResult(errors=list(source_errors))
     if not str(title or "").strip():
         result.errors.append("Give the survey a title.")
@@ -126,20 +152,27 @@ def create_survey_from_files(
         result.errors.append("No synthetic images: upload some, choose Library samples or a folder.")
     if result.errors:
         return result
-    real_files = _pick(list(real_files), n_real, "real", result.notes)
-    synthetic_files = _pick(list(synthetic_files), n_synthetic, "synthetic", result.notes)
-    limits = {"max_bytes": int(max_upload_mb) * 1024 * 1024, "max_pixels": DEFAULT_MAX_PIXELS}
-    real, real_errors = normalise_files(real_files, size, **limits)
-    synthetic, synthetic_errors = normalise_files(synthetic_files, size, **limits)
+    real_files = _pick([_source(f) for f in real_files], n_real, "real", result.notes)
+    synthetic_files = _pick([_source(f) for f in synthetic_files], n_synthetic, "synthetic", result.notes)
+    options = {"max_bytes": int(max_upload_mb) * 1024 * 1024, "max_pixels": DEFAULT_MAX_PIXELS,
+               "allow_upscale": bool(allow_upscale)}
+    real, real_errors = normalise_files([(f.name, f.data) for f in real_files], size, **options)
+    synthetic, synthetic_errors = normalise_files([(f.name, f.data) for f in synthetic_files], size, **options)
     result.errors += [f"Real image {e}" for e in real_errors] + [f"Synthetic image {e}" for e in synthetic_errors]
     if result.errors:
         result.notes.clear()
         return result
+    result.warnings += compare_halves([i.native for i in real], [i.native for i in synthetic])
+    result.warnings += [f"Real image {w}" for i in real for w in i.warnings]
+    result.warnings += [f"Synthetic image {w}" for i in synthetic for w in i.warnings]
     try:
-        result.token = create_image_survey(title, [i.png for i in real], [i.png for i in synthetic],
-                                           status=stats_lib.OPEN if open_now else stats_lib.DRAFT)
+        result.token = create_image_survey(
+            title, [i.png for i in real], [i.png for i in synthetic],
+            status=stats_lib.OPEN if open_now else stats_lib.DRAFT,
+            real_provenance=_provenance(real_files, real), synthetic_provenance=_provenance(synthetic_files, synthetic))
     except ValueError as exc:
         result.errors.append(str(exc))
+        result.warnings.clear()
         return result
     result.real, result.synthetic = len(real), len(synthetic)
     return result

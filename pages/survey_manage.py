@@ -4,7 +4,9 @@ import streamlit as st
 
 from app import survey_admin as admin
 from app import survey_demo as demo
+from app import survey_export as export
 from app import survey_files as files
+from app import survey_store as store
 from app.pages_registry import PAGES_DIR
 from app.settings import load_settings
 from app.survey_auth import require_researcher, survey_link_refusal
@@ -20,7 +22,7 @@ st.title("Manage surveys")
 st.caption("Blind real-vs-synthetic quizzes for pathologists: each image is shown alone, answers are scored "
            "with Cohen's kappa on the Results page.")
 
-CREATED = "survey_manage.created"  # (title, token, notes) of the survey made last, shown once
+CREATED = "survey_manage.created"  # (title, token, notes, warnings) of the survey made last, shown once
 DEMO_JOB = "survey_manage.demo_job"
 
 # ---------------------------------------------------------------------------------------- demo survey
@@ -40,7 +42,7 @@ with st.container(border=True):
         if job.error:
             st.error(f"The demo survey could not be created: {job.error}")
         else:
-            st.session_state[CREATED] = (job.result.title, job.result.token, [])
+            st.session_state[CREATED] = (job.result.title, job.result.token, [], [])
         job = None
     if job is None:
         if st.button("Create a demo survey", key="survey_demo", type="primary"):
@@ -60,7 +62,7 @@ with st.container(border=True):
 
 created = st.session_state.pop(CREATED, None)
 if created:
-    created_title, created_token, created_notes = created
+    created_title, created_token, created_notes, created_warnings = created
     if link_refusal := survey_link_refusal(settings.survey_only):
         st.success(f"Created survey {created_title!r}.")
         st.warning(link_refusal)
@@ -69,6 +71,9 @@ if created:
                    f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
     for note in created_notes:
         st.info(note)
+    if created_warnings:  # plain text: the warnings name the researcher's files
+        st.warning("Check before sending the link: what follows may give the answer away.")
+        st.code("\n".join(f"- {w}" for w in created_warnings), language=None, wrap_lines=True)
 
 # ------------------------------------------------------------------------------------- create a survey
 with st.expander("Create a survey", expanded=True):
@@ -78,8 +83,9 @@ with st.expander("Create a survey", expanded=True):
     n_real = c1.number_input("Real images", 1, 500, DEFAULT_COUNT, key="survey_n_real")
     n_synthetic = c2.number_input("Synthetic images", 1, 500, DEFAULT_COUNT, key="survey_n_synthetic")
     size = c3.number_input("Image size (px)", MIN_SIZE, MAX_SIZE, DEFAULT_SIZE, step=32, key="survey_size")
-    st.caption(f"Every image is decoded, center-cropped and resized to size x size, and saved as PNG without any "
-               f"metadata under a random name, so nothing but the pixels can give the answer away. Uploads: up to "
+    st.caption(f"Every image is decoded, converted to sRGB, center-cropped and resized to size x size, and saved "
+               f"as PNG without any metadata under a random name, so nothing but the pixels can give the answer "
+               f"away. Images smaller than the size are refused unless up-scaling is allowed. Uploads: up to "
                f"{settings.max_upload_mb} MB per file. More images than asked for: a random subset is used.")
 
     real_col, synthetic_col = st.columns(2)
@@ -110,6 +116,9 @@ with st.expander("Create a survey", expanded=True):
         else:
             st.text_input("Folder on the server with synthetic images", key="survey_synthetic_folder")
     open_now = st.checkbox("Open for participants now", value=True, key="survey_open_now")
+    allow_upscale = st.checkbox("Allow up-scaling", value=False, key="survey_allow_upscale",
+                                help="Accept images smaller than the survey size (they are enlarged). Enlarged "
+                                     "images look soft, which can give the answer away; each is listed as a warning.")
 
     if st.button("Create survey", type="primary", key="survey_create"):
         with st.spinner("Checking and normalising the images..."):
@@ -123,12 +132,12 @@ with st.expander("Create a survey", expanded=True):
             result = admin.create_survey_from_files(
                 title, real_files, synthetic_files, n_real=int(n_real), n_synthetic=int(n_synthetic),
                 size=int(size), max_upload_mb=settings.max_upload_mb, open_now=open_now,
-                source_errors=real_errors + synthetic_errors)
+                allow_upscale=allow_upscale, source_errors=real_errors + synthetic_errors)
         if result.errors:
             st.error("The survey was not created. Fix these and try again (your files are still here):\n\n"
                      + "\n".join(f"- {e}" for e in result.errors))
         else:
-            st.session_state[CREATED] = (title.strip(), result.token, result.notes)
+            st.session_state[CREATED] = (title.strip(), result.token, result.notes, result.warnings)
             st.rerun()
 
 # --------------------------------------------------------------------------------------------- surveys
@@ -207,8 +216,17 @@ for survey in surveys:
                 st.rerun()
             if b.button("Duplicate", key=f"duplicate_{survey.id}", width="stretch",
                         help="A new draft survey with the same images and no participants"):
-                repo.duplicate_survey(survey.id)
-                st.rerun()
+                try:
+                    store.duplicate_image_survey(survey.id)
+                except (ValueError, OSError) as exc:
+                    st.error(f"The survey could not be duplicated: {exc}")
+                else:
+                    st.rerun()
             if c.button("Results", key=f"results_{survey.id}", width="stretch"):
                 st.session_state["survey_results.survey_id"] = survey.id
                 st.switch_page(str(PAGES_DIR / "survey_results.py"))
+            st.download_button("Export (ZIP)", data=lambda survey_id=survey.id: export.export_zip(survey_id),
+                               file_name=export.export_name(survey), mime="application/zip",
+                               key=f"export_{survey.id}", on_click="ignore", icon=":material/download:",
+                               width="stretch", help="Answers, items with their truth, and where each image came "
+                                                     "from (model, caption, seed; original file names)")
