@@ -18,13 +18,16 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.e2e
 
 # Per image; with batch size 1 the two images take 2 x STEPS steps. The page redraws the bar every 0.5 s
-# (pages/generate.py POLL_SECONDS), so the run must last several redraws on the fastest machine: 30 steps
-# (0.2 s on a quiet 2-core CI runner) once finished between two redraws; 400 take >= 1.6 s there (2 ms a step)
-# and about 16 s on a loaded 2-core machine (20 ms a step).
-STEPS = 400
+# (pages/generate.py POLL_SECONDS), so the run must last several redraws on the fastest machine: 2 x 30 steps
+# once finished between two redraws on a quiet CI runner. 2 x 500 steps take >= 1 s at 1 ms a step, and 8 s on
+# this loaded 2-core machine (7.5 ms a step, measured). (Not the Steps field's maximum, 1000: DDIM fails there.)
+STEPS = 500
 RUN_TIMEOUT_MS = 300_000
-# The progress text while the bar is strictly between empty and full, else null (waited for, never sampled).
+# The progress text while the bar is strictly between empty and full, or the error shown instead of the run;
+# else null. Waited for (checked on every animation frame), never sampled.
 PROGRESS_MIDWAY_JS = """() => {
+  const error = document.querySelector("[data-testid='stAlertContentError']");
+  if (error) return 'error: ' + error.innerText.trim();
   const el = document.querySelector("[data-testid='stProgress']");
   const bar = el && el.querySelector("[role='progressbar']");
   if (!bar) return null;

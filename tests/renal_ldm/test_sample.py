@@ -13,6 +13,7 @@ from renal_ldm.captions import GENERATING_CAPTION, levels_to_caption, parse_leve
 from renal_ldm.cli import main as cli_main
 from renal_ldm.models.checkpoint import load_model, save_model
 from renal_ldm.sample import (
+    MAX_STEPS,
     Sampler,
     SampleRequest,
     SamplingCancelled,
@@ -133,6 +134,19 @@ def test_double_size_from_a_model_trained_smaller(sampler):
     result = sampler.sample(_request(n=1, size=64))[0]
     assert result.array.shape == (64, 64, 3)
     assert result.params["size"] == 64
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "bug, reported: DDIM ('leading' spacing, steps_offset=1) asks for timestep 1000 of a 1000-step training "
+    "schedule at MAX_STEPS=1000; sampling fails with 'index 1000 is out of bounds' (the Generate page allows it)"))
+def test_every_allowed_step_count_stays_inside_the_training_schedule(sampler):
+    from renal_ldm.models.build import build_sampling_scheduler
+
+    train = sampler.model.noise_scheduler.config
+    for name in ("ddim", "dpmpp"):
+        scheduler = build_sampling_scheduler(name, train)
+        scheduler.set_timesteps(MAX_STEPS)
+        assert 0 <= int(scheduler.timesteps.min()) and int(scheduler.timesteps.max()) < train.num_train_timesteps, name
 
 
 def test_cancel_raises_promptly_and_progress_is_monotonic(sampler):
