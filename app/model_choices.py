@@ -1,7 +1,7 @@
 """Which models the Generate page offers: the shipped demo checkpoint (default) and registered directories.
 
-No Streamlit here. Reading a checkpoint's manifest goes through renal_ldm.models.checkpoint.read_manifest,
-imported when needed (that module imports torch).
+No Streamlit here, and no torch: a checkpoint is recognised and described from its manifest alone
+(renal_ldm.models.manifest) and its ModelConfig (renal_ldm.models.configs).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from db import repository as repo
-from renal_ldm.models.manifest import MANIFEST, is_checkpoint
+from renal_ldm.models.configs import ModelConfig
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint, read_manifest
 from renal_ldm.paths import demo_model_dir
 
 DEMO_NAME = "demo"
@@ -54,8 +55,6 @@ class ModelChoice:
 
 def _manifest(path: Path) -> dict[str, Any]:
     """read_manifest with every failure as a ValueError whose message says what is wrong."""
-    from renal_ldm.models.manifest import read_manifest
-
     try:
         return read_manifest(path)
     except (OSError, ValueError) as exc:
@@ -64,13 +63,11 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 def _size_facts(manifest: dict[str, Any]) -> tuple[int | None, int | None]:
     """(trained image size, multiple every sampled size must be) from a manifest's model config."""
-    from renal_ldm.models.configs import ModelConfig
-
     try:
         config = ModelConfig.from_dict(manifest["config"])
     except (KeyError, TypeError, ValueError):
         return None, None
-    return config.image_size, config.autoencoder.downsampling_factor * 2 ** (len(config.unet.channel_mult) - 1)
+    return config.image_size, config.size_multiple
 
 
 def describe(name: str, path: str | Path, kind: str) -> ModelChoice:

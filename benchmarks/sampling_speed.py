@@ -45,7 +45,7 @@ def naive_sample(model, encoder, caption: str, n: int, seed: int, steps: int, gu
     """The baseline: two UNet calls per step, grad enabled, default memory format."""
     import torch
 
-    from renal_ldm.models.build import build_sampling_scheduler
+    from renal_ldm.models.schedulers import build_sampling_scheduler
     from renal_ldm.sample import to_uint8
 
     cond = encoder.encode([caption]).expand(n, -1, -1).clone()

@@ -47,9 +47,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from renal_ldm import __version__
-from renal_ldm.models.build import SCHEDULERS, build_sampling_scheduler
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
 from renal_ldm.models.configs import SAMPLING
+from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 
 DEFAULT_STEPS = SAMPLING.steps
@@ -72,11 +72,11 @@ class SampleRequest:
 
     caption: str
     n: int = 1
-    seed: int = 0
+    seed: int = SAMPLING.seed
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
-    eta: float = 0.0
+    eta: float = SAMPLING.eta
     size: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
 
@@ -94,19 +94,17 @@ class SampleRequest:
             raise ValueError(f"steps must be an integer in 1..{MAX_STEPS}; got {self.steps}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise ValueError(f"guidance scale must be a finite number >= 0; got {self.guidance}")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; expected one of {', '.join(SCHEDULERS)}")
+        get_scheduler(self.scheduler)  # a ValueError lists the registered names
         if not math.isfinite(self.eta) or not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1]; got {self.eta}")
-        if self.eta != 0 and self.scheduler != "ddim":
-            raise ValueError(f"eta applies to the ddim scheduler only; got eta={self.eta} with {self.scheduler!r}")
-        size = model.config.image_size if self.size is None else self.size
-        multiple = size_multiple(model)
+        check_eta(self.scheduler, self.eta)
+        config = model.config
+        size = config.image_size if self.size is None else self.size
+        multiple = config.size_multiple
         if int(size) != size or size < multiple or size % multiple:
             raise ValueError(
                 f"image size {size} is not a positive multiple of {multiple} (the autoencoder's factor "
-                f"{model.config.autoencoder.downsampling_factor} x 2^{len(model.config.unet.channel_mult) - 1} "
-                "UNet downsamplings)"
+                f"{config.autoencoder.downsampling_factor} x 2^{config.unet.downsamplings} UNet downsamplings)"
             )
         return SampleRequest(
             caption=self.caption,
@@ -131,11 +129,6 @@ class SampleResult:
     caption: str
     index: int  # position in its request
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def size_multiple(model: LatentDiffusionModel) -> int:
-    """Image sizes must be multiples of this: VAE factor x 2 ** (UNet levels - 1)."""
-    return model.config.autoencoder.downsampling_factor * 2 ** (len(model.config.unet.channel_mult) - 1)
 
 
 def default_device() -> torch.device:
@@ -329,9 +322,7 @@ class Sampler:
             context = torch.cat([uncond.expand(b, -1, -1), cond.expand(b, -1, -1)])
         rows = context.shape[0]
         context = self._pad(context).contiguous()  # padded once: the K/V cache keys on this very tensor
-        step_kwargs: dict[str, Any] = {"generator": generators}
-        if request.scheduler == "ddim":
-            step_kwargs["eta"] = request.eta
+        extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         with self._context_cache.active(self.cache_context):
             for k, t in enumerate(scheduler.timesteps, start=1):
@@ -345,7 +336,7 @@ class Sampler:
                 if fused:
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + g * (eps_c - eps_u)
-                latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+                latents = scheduler.step(eps, t, latents, **extra).prev_sample
                 if step_done is not None:
                     step_done(k)
         return latents

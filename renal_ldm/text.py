@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ PLIP_CHUNKS = 2
 _CACHE_SIZE = 4096
 
 
-class TextEncoder:
+class TextEncoder(ABC):
     """Frozen caption encoder with a per-caption cache. Subclasses implement `_encode_batch`."""
 
     spec: str
@@ -57,8 +58,9 @@ class TextEncoder:
                 self._cache.move_to_end(c)
         return torch.stack(rows).to(self.device)
 
-    def _encode_batch(self, captions: list[str]) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _encode_batch(self, captions: list[str]) -> torch.Tensor:
+        """(B, T, D) hidden states for distinct captions not in the cache yet."""
 
     @property
     def cache_size(self) -> int:
@@ -183,5 +185,6 @@ def _load(spec: str, device: str | torch.device) -> TextEncoder:
 
 
 def text_encoder_dim(spec: str) -> int:
-    """Width of an encoder's hidden states without keeping it loaded longer than needed."""
+    """Width of an encoder's hidden states. The encoder is loaded through get_text_encoder, so it stays loaded
+    (cached for the process) and a later training or sampling run reuses it instead of loading it again."""
     return get_text_encoder(spec).dim

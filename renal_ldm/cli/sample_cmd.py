@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from renal_ldm.models.configs import SAMPLING, SCHEDULERS
+from renal_ldm.models.configs import SAMPLING
+from renal_ldm.models.schedulers import SCHEDULERS
 
 
 def register(subparsers) -> None:
@@ -14,14 +15,17 @@ def register(subparsers) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--caption", help="caption text, \\n for line breaks (default: the study's generating caption)")
     what.add_argument("--levels", help='class levels, e.g. "Glomeruli=high,Tubuli=medium" (none|low|medium|high)')
-    p.add_argument("--n", type=int, default=4, help="number of images (default 4)")
+    p.add_argument("--n", type=int, default=SAMPLING.images, help="number of images (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=SAMPLING.batch_size, help="images per batch (default %(default)s)")
     p.add_argument("--steps", type=int, default=SAMPLING.steps, help="denoising steps (default %(default)s)")
     p.add_argument("--guidance", type=float, default=SAMPLING.guidance,
                    help="classifier-free guidance scale (default %(default)s)")
-    p.add_argument("--scheduler", default=SAMPLING.scheduler, help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)")
-    p.add_argument("--eta", type=float, default=SAMPLING.eta, help="DDIM eta (default %(default)s: deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i (default 0)")
+    p.add_argument("--scheduler", default=SAMPLING.scheduler,
+                   help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)")
+    eta_takers = "/".join(e.label for e in SCHEDULERS.values() if e.takes_eta)
+    p.add_argument("--eta", type=float, default=SAMPLING.eta,
+                   help=f"{eta_takers} eta (default %(default)s: deterministic)")
+    p.add_argument("--seed", type=int, default=SAMPLING.seed, help="image i uses seed + i (default %(default)s)")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
     p.add_argument("--out", required=True, help="output folder: PNGs, JSON sidecars, manifest.csv")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")

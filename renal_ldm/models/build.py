@@ -1,20 +1,19 @@
-"""Construction of the diffusers modules from a ModelConfig: VQ autoencoder, UNet, noise schedulers.
+"""Construction of the diffusers modules from a ModelConfig: VQ autoencoder, UNet, training noise schedule.
 
 Only diffusers' own classes are used; this module translates the reference's vocabulary (channel
-multipliers, attention at downsampling factors, one head) into diffusers' constructor arguments.
+multipliers, attention at downsampling factors, one head) into diffusers' constructor arguments. The samplers
+over the training schedule are registered in renal_ldm.models.schedulers (build_sampling_scheduler is
+re-exported here for existing callers).
 """
 
 from __future__ import annotations
 
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    UNet2DConditionModel,
-    VQModel,
-)
+from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
-from renal_ldm.models.configs import SCHEDULERS, ModelConfig
+from renal_ldm.models.configs import ModelConfig
+from renal_ldm.models.schedulers import build_sampling_scheduler
+
+__all__ = ["build_noise_scheduler", "build_sampling_scheduler", "build_unet", "build_vae", "count_parameters"]
 
 
 def build_vae(config: ModelConfig) -> VQModel:
@@ -74,31 +73,6 @@ def build_noise_scheduler(config: ModelConfig) -> DDPMScheduler:
         prediction_type=n.prediction_type,
         clip_sample=False,
     )
-
-
-def build_sampling_scheduler(name: str, train_scheduler_config) -> DDIMScheduler | DPMSolverMultistepScheduler:
-    """A sampler over the training schedule.
-
-    "ddim" matches the reference's DDIM (uniform timesteps 1, 21, ..., 981 for 50 steps; the first step's
-    previous alpha is alpha_0, not 1). "dpmpp" is DPM-Solver++ (2nd order), good in about 20 steps.
-    """
-    if name == "ddim":
-        return DDIMScheduler.from_config(
-            train_scheduler_config,
-            timestep_spacing="leading",
-            steps_offset=1,
-            set_alpha_to_one=False,
-            clip_sample=False,
-        )
-    if name == "dpmpp":
-        return DPMSolverMultistepScheduler.from_config(
-            train_scheduler_config,
-            algorithm_type="dpmsolver++",
-            solver_order=2,
-            timestep_spacing="linspace",
-            final_sigmas_type="zero",
-        )
-    raise ValueError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
 
 
 def count_parameters(module) -> int:

@@ -11,19 +11,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEDULERS: tuple[str, ...] = ("ddim", "dpmpp")
-"""Samplers offered over the training schedule: DDIM (the reference) and DPM-Solver++ (fewer steps)."""
-
 
 @dataclass(frozen=True)
 class ReferenceSampling:
-    """Sampling settings of the reference study: DDIM, 50 steps, eta 0, guidance 1.5 with "" unconditional."""
+    """Sampling settings of the reference study (DDIM, 50 steps, eta 0, guidance 1.5 with "" unconditional),
+    the defaults of SampleRequest, the CLI and the Generate page. The samplers are registered in
+    renal_ldm.models.schedulers."""
 
     scheduler: str = "ddim"
     steps: int = 50
     eta: float = 0.0
     guidance: float = 1.5
     batch_size: int = 4
+    seed: int = 0  # image i of a request uses seed + i
+    images: int = 4  # images one run draws unless told (`renal-ldm sample --n`, the Generate page)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class UNetConfig:
     def block_out_channels(self) -> tuple[int, ...]:
         return tuple(self.base_channels * m for m in self.channel_mult)
 
+    @property
+    def downsamplings(self) -> int:
+        """How often the UNet halves the latent: once between consecutive levels."""
+        return len(self.channel_mult) - 1
+
 
 @dataclass(frozen=True)
 class NoiseScheduleConfig:
@@ -100,6 +106,12 @@ class ModelConfig:
     @property
     def latent_size(self) -> int:
         return self.image_size // self.autoencoder.downsampling_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Every image size this model trains on or samples must be a multiple of this: the autoencoder's factor
+        x 2 ** (UNet downsamplings), so the latent halves evenly down to the UNet's coarsest level."""
+        return self.autoencoder.downsampling_factor * 2**self.unet.downsamplings
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -162,6 +162,7 @@ def train_autoencoder(
         raise FileExistsError(f"{out_dir} already holds a checkpoint; choose another --out (nothing was changed)")
     mixed_precision = check_mixed_precision(settings.mixed_precision)
     size = first_image_size(train_dataset)
+    # The autoencoder alone needs only its own factor (LDM training checks the stricter ModelConfig.size_multiple).
     check_image_size(size, config.autoencoder.downsampling_factor, "autoencoder training")
     if size != config.image_size:
         config = dataclasses.replace(config, image_size=size)

@@ -253,8 +253,7 @@ def train_ldm(
     config = get_config(config) if isinstance(config, str) else config
     spec = text_encoder or (resumed.text_encoder if resumed is not None else config.text_encoder)
     size = first_image_size(dataset)
-    check_image_size(size, config.autoencoder.downsampling_factor * 2 ** (len(config.unet.channel_mult) - 1),
-                      "LDM training")
+    check_image_size(size, config.size_multiple, "LDM training")
     config = dataclasses.replace(config, image_size=size, text_encoder=spec)
     _compatible_config(config, vae_model)
 

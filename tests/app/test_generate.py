@@ -81,7 +81,7 @@ def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
     app.radio(key="gen.seed_mode").set_value("Fixed").run()
     app.number_input(key="gen.seed").set_value(11)
     app.button(key="gen.submit").click().run()
-    run_until(app, lambda a: a.success or a.error or a.warning)
+    run_until(app, lambda a: a.main.success or a.main.error or a.main.warning)  # not the sidebar's open-mode note
     assert not app.error, [e.value for e in app.error]
     assert app.success[0].value.startswith("Done: 2 image(s)")
 
@@ -123,6 +123,6 @@ def test_progress_moves_and_cancel_stops_the_run(app, tiny_model):
     run_until(app, moving, pause=0.1)
     assert [p.text for p in app.get("progress")][0].startswith("Denoising: step ")
     next(b for b in app.button if b.label == "Cancel").click().run()
-    run_until(app, lambda a: a.warning)
-    assert app.warning[0].value.startswith("Cancelled.")
+    run_until(app, lambda a: a.main.warning)
+    assert app.main.warning[0].value.startswith("Cancelled.")
     assert not [b for b in app.button if b.label == "Cancel"]

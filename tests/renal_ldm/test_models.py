@@ -43,6 +43,21 @@ def test_named_configs_build_with_the_reference_structure(name):
         assert eps.shape == latent.shape
 
 
+@pytest.mark.parametrize("name,multiple", [("tiny", 8), ("demo", 32), ("pathldm", 32)])
+def test_size_multiple_is_the_smallest_side_that_reaches_the_unets_coarsest_level(name, multiple):
+    config = get_config(name)
+    assert config.size_multiple == multiple
+    with init_empty_weights():
+        vae = build_vae(config)
+        unet = build_unet(config, CONTEXT)
+    coarsest = []
+    unet.mid_block.register_forward_hook(lambda _m, _i, out: coarsest.append(tuple(out.shape[-2:])))
+    with torch.no_grad():
+        latent = vae.encode(torch.empty(1, 3, multiple, multiple, device="meta")).latents
+        eps = unet(latent, torch.tensor(10, device="meta"),
+                   encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")).sample
+    assert coarsest == [(1, 1)] and eps.shape == latent.shape
+
 def test_reference_sizes():
     ref = get_config("pathldm")
     assert ref.unet.block_out_channels == (192, 384, 576, 960)

@@ -12,6 +12,7 @@ from renal_ldm.text import (
     CLIP_CHUNK_TOKENS,
     MINILM_MAX_TOKENS,
     PLIPTextEncoder,
+    TextEncoder,
     get_text_encoder,
 )
 
@@ -122,3 +123,19 @@ def test_plip_errors_name_what_is_missing(tiny_plip, tmp_path):
         get_text_encoder("plip")
     with pytest.raises(ValueError, match="unknown text encoder 'bert'"):
         get_text_encoder("bert")
+
+
+def test_an_encoder_without_encode_batch_fails_at_construction():
+    class Incomplete(TextEncoder):
+        dim = 4
+        max_tokens = 2
+
+    with pytest.raises(TypeError, match="_encode_batch"):
+        Incomplete()
+
+    class Complete(Incomplete):
+        def _encode_batch(self, captions):
+            return torch.ones(len(captions), self.max_tokens, self.dim)
+
+    encoded = Complete().encode(["a", "b", "a"])
+    assert encoded.shape == (3, 2, 4)
