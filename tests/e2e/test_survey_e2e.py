@@ -64,7 +64,7 @@ def image_files(folder, prefix: str, fmt: str, n: int, seed: int) -> list[str]:
     rng = np.random.default_rng(seed)
     for i in range(n):
         path = folder / f"{prefix}_{i}.{fmt.lower().replace('jpeg', 'jpg')}"
-        Image.fromarray(rng.integers(0, 255, (200 + 10 * i, 260, 3), dtype=np.uint8)).save(path, format=fmt)
+        Image.fromarray(rng.integers(0, 255, (256 + 10 * i, 280, 3), dtype=np.uint8)).save(path, format=fmt)
         paths.append(str(path))
     return paths
 
