@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 COMPOSED, PRESET, FREE_TEXT = "Composed caption", "Preset", "Free text"
 CAPTION_SOURCES = [COMPOSED, PRESET, FREE_TEXT]
-COMPOSE_FREE_TEXT = "free text"  # the app.state.CAPTION_SOURCE value Compose sets for a free-text caption
+COMPOSE_FREE_TEXT = shared.FROM_FREE_TEXT  # the app.state.CAPTION_SOURCE value Compose sets for a free-text caption
 RANDOM, FIXED = "Random", "Fixed"
 SEED_MODES = [RANDOM, FIXED]
 SCHEDULER_CHOICES = list(scheduler_names())

@@ -31,6 +31,7 @@ from sqlalchemy.sql import expression
 from sqlalchemy.types import TypeDecorator
 
 from renal_ldm import survey
+from renal_ldm.models.configs import SAMPLING
 
 # Deterministic constraint names: Alembic needs names to alter or drop constraints later (SQLite batch mode too).
 NAMING_CONVENTION = {
@@ -116,7 +117,7 @@ class Sample(Base):
     seed: Mapped[int] = mapped_column(BigInteger)
     steps: Mapped[int] = mapped_column(Integer)
     guidance: Mapped[float] = mapped_column(Float)
-    scheduler: Mapped[str] = mapped_column(String(32), default="ddim")
+    scheduler: Mapped[str] = mapped_column(String(32), default=SAMPLING.scheduler)
     eta: Mapped[float] = mapped_column(Float, default=0.0)
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -59,7 +59,7 @@ left, right = st.columns(2)
 with left:
     if st.button("Use this caption in Generate", type="primary", key="use_caption"):
         st.session_state[state.CAPTION] = caption
-        st.session_state[state.CAPTION_SOURCE] = "free text" if mode == FREE_TEXT_MODE else "composer"
+        st.session_state[state.CAPTION_SOURCE] = state.FROM_FREE_TEXT if mode == FREE_TEXT_MODE else state.FROM_COMPOSER
         st.switch_page(page_file("generate.py"))
 with right:
     with st.form("save_preset", clear_on_submit=True):
@@ -78,7 +78,8 @@ if saved:
         with st.expander(preset.name):
             st.code(preset.caption, language=None)
             a, b = st.columns(2)
-            a.button("Load", key=f"load_preset_{preset.id}", on_click=load_caption, args=(preset.caption, "preset"))
+            a.button("Load", key=f"load_preset_{preset.id}", on_click=load_caption,
+                     args=(preset.caption, state.FROM_PRESET))
             if b.button("Delete", key=f"delete_preset_{preset.id}"):
                 repo.delete_preset(preset.name)
                 st.rerun()

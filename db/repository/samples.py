@@ -12,6 +12,7 @@ from sqlalchemy import Select, func, select
 from db import models
 from db.repository._common import NotFoundError, as_utc, clean_name
 from db.session import session_scope
+from renal_ldm.models.configs import SAMPLING
 
 MAX_PAGE = 1000
 
@@ -47,7 +48,7 @@ class NewSample:
     steps: int
     guidance: float
     size: int
-    scheduler: str = "ddim"
+    scheduler: str = SAMPLING.scheduler
     eta: float = 0.0
     model_fingerprint: str | None = None
     run_id: str | None = None

@@ -43,6 +43,45 @@ TRAINING = ReferenceTraining()
 
 
 @dataclass(frozen=True)
+class LDMTrainSettings:
+    """One run of `train` (renal_ldm.training.ldm); the CLI's defaults are these fields' defaults."""
+
+    max_steps: int = 10000
+    batch_size: int = 8
+    lr: float = TRAINING.lr
+    warmup_steps: int = TRAINING.warmup_steps
+    weight_decay: float = 0.01  # torch AdamW's default, as the reference used it
+    caption_dropout: float = TRAINING.caption_dropout
+    grad_clip: float = TRAINING.grad_clip
+    flip: bool = True
+    ema: bool = False
+    ema_decay: float = TRAINING.ema_decay
+    checkpoint_every: int = 500
+    latent_cache_mb: int = 1024  # frozen-VQ latents kept per distinct (flipped) image; 0 encodes every batch
+    mixed_precision: str = "no"
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class AutoencoderTrainSettings:
+    """One run of `train-vae` (renal_ldm.training.autoencoder); the CLI's defaults are these fields' defaults."""
+
+    max_steps: int = 2000
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    flip: bool = True
+    held_out: float = 0.1  # fraction of patches held out for the reconstruction PSNR
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_batch_size: int = 8
+    mixed_precision: str = "no"
+    num_workers: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
 class AutoencoderConfig:
     """VQ first stage. Downsampling factor = 2 ** (len(block_out_channels) - 1): three levels give f = 4."""
 

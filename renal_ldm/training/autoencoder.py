@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from renal_ldm.models.build import build_vae
 from renal_ldm.models.checkpoint import MANIFEST, LatentDiffusionModel, save_model
-from renal_ldm.models.configs import ModelConfig, get_config
+from renal_ldm.models.configs import AutoencoderTrainSettings, ModelConfig, get_config
 from renal_ldm.training.common import (
     MetricsLog,
     TrainingDiverged,
@@ -42,20 +42,6 @@ from renal_ldm.training.common import (
 )
 
 COMMIT_BETA = 0.25
-
-
-@dataclass(frozen=True)
-class AutoencoderTrainSettings:
-    max_steps: int = 2000
-    batch_size: int = 8
-    lr: float = 1e-4
-    seed: int = 0
-    flip: bool = True
-    eval_every: int = 0  # 0: evaluate only at the end
-    eval_batch_size: int = 8
-    mixed_precision: str = "no"
-    num_workers: int = 0
-    progress: bool = True
 
 
 @dataclass

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from renal_ldm.models.build import build_noise_scheduler, build_unet
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
-from renal_ldm.models.configs import TRAINING, ModelConfig, get_config
+from renal_ldm.models.configs import LDMTrainSettings, ModelConfig, get_config
 from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
 from renal_ldm.training.common import (
     MetricsLog,
@@ -66,26 +66,6 @@ TRAINING_STATE = "training_state.pt"
 # Settings that must not change when a run is resumed (the losses would no longer match the first run).
 RESUME_KEYS = ("config", "text_encoder", "seed", "batch_size", "data_fingerprint", "vae_fingerprint",
                "caption_dropout", "flip", "warmup_steps", "lr", "num_processes", "ema", "latent_cache")
-
-
-@dataclass(frozen=True)
-class LDMTrainSettings:
-    max_steps: int = 10000
-    batch_size: int = 8
-    lr: float = TRAINING.lr
-    warmup_steps: int = TRAINING.warmup_steps
-    weight_decay: float = 0.01  # torch AdamW's default, as the reference used it
-    caption_dropout: float = TRAINING.caption_dropout
-    grad_clip: float = TRAINING.grad_clip
-    flip: bool = True
-    ema: bool = False
-    ema_decay: float = TRAINING.ema_decay
-    checkpoint_every: int = 500
-    latent_cache_mb: int = 1024  # frozen-VQ latents kept per distinct (flipped) image; 0 encodes every batch
-    mixed_precision: str = "no"
-    seed: int = 0
-    num_workers: int = 0
-    progress: bool = True
 
 
 @dataclass
