@@ -141,6 +141,26 @@ def _default_sampler_factory(model_dir: str) -> Sampler:
     return Sampler.from_dir(model_dir)
 
 
+def import_sampling_stack() -> None:
+    """Import torch, diffusers and every diffusers class the sampler builds, completely, in the calling thread.
+
+    diffusers' lazy modules are not safe to import from two threads at once: a thread that asks for a class while
+    another thread is halfway through importing diffusers gets "cannot import name 'DDPMScheduler' from
+    'diffusers'" (seen when a worker thread warmed up while a page thread imported the sampler). So the stack is
+    imported before any worker thread starts. It costs the first page of a new server process about 4 s (torch
+    and diffusers on the 2-core machine), once.
+    """
+    import renal_ldm.models.checkpoint  # noqa: F401
+    import renal_ldm.sample  # noqa: F401
+    from diffusers import (  # noqa: F401  what the sampler and the scheduler registry build
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        UNet2DConditionModel,
+        VQModel,
+    )
+
+
 class GenerationService:
     """One worker thread and its queue; thread-safe. Create one per process (app.resources does)."""
 
@@ -152,7 +172,12 @@ class GenerationService:
         max_jobs_kept: int = 500,
     ) -> None:
         self._sampler_factory = sampler_factory or _default_sampler_factory
-        self._prewarm = prewarm
+        if sampler_factory is None:
+            import_sampling_stack()  # in the caller's thread, before the worker exists: see import_sampling_stack
+        if prewarm:
+            # The imported modules live as long as the process: keep them out of every later full garbage
+            # collection, which otherwise walks millions of objects while holding the GIL the sampler needs.
+            gc.freeze()
         self._max_jobs_kept = max_jobs_kept
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -264,14 +289,6 @@ class GenerationService:
     # ---- the worker ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
-        if self._prewarm:
-            try:  # torch + diffusers take seconds to import: do it before the first request needs them
-                import renal_ldm.sample  # noqa: F401
-            except Exception:  # pragma: no cover - the first job reports the same error properly
-                log.exception("could not import renal_ldm.sample")
-            # The imported modules live as long as the process: keep them out of every later full garbage
-            # collection, which otherwise walks millions of objects while holding the GIL the sampler needs.
-            gc.freeze()
         while True:
             job_id = self._queue.get()
             if job_id is None:

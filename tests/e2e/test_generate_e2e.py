@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 # Per image; with batch size 1 the two images take 2 x STEPS steps. The page redraws the bar every 0.5 s
 # (pages/generate.py POLL_SECONDS), so the run must last several redraws on the fastest machine: 2 x 30 steps
 # once finished between two redraws on a quiet CI runner. 2 x 500 steps take >= 1 s at 1 ms a step, and 8 s on
-# this loaded 2-core machine (7.5 ms a step, measured). (Not the Steps field's maximum, 1000: DDIM fails there.)
+# this loaded 2-core machine (7.5 ms a step, measured).
 STEPS = 500
 RUN_TIMEOUT_MS = 300_000
 # The progress text while the bar is strictly between empty and full, or the error shown instead of the run;

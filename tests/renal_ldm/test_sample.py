@@ -136,9 +136,6 @@ def test_double_size_from_a_model_trained_smaller(sampler):
     assert result.params["size"] == 64
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug, reported: DDIM ('leading' spacing, steps_offset=1) asks for timestep 1000 of a 1000-step training "
-    "schedule at MAX_STEPS=1000; sampling fails with 'index 1000 is out of bounds' (the Generate page allows it)"))
 def test_every_allowed_step_count_stays_inside_the_training_schedule(sampler):
     from renal_ldm.models.build import build_sampling_scheduler
 
