@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from app.plain import literal
 from app import state as shared
 from app.generation import CANCELLED, DONE, FAILED, QUEUED, random_seed
 from app.model_choices import size_options
@@ -179,7 +180,7 @@ def run_summary(snap: Any) -> str:
     r = snap.request
     return (
         f"Run `{snap.run_id}`: {r.n} image(s), {r.size} px, seeds {r.seed}..{r.seed + r.n - 1}, "
-        f"{r.steps} {scheduler_label(r.scheduler)} steps, guidance {r.guidance}, model {snap.model_name}"
+        f"{r.steps} {scheduler_label(r.scheduler)} steps, guidance {r.guidance}, model {literal(snap.model_name)}"
     )
 
 

@@ -21,6 +21,7 @@ One person, one record:
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,6 +90,17 @@ class Tokens:
     survey: str | None = None
     invitation: str | None = None
     resume: str | None = None
+
+
+DISPLAY_WIDTH = 512
+"""CSS width of a survey image on screen (the browser scales; the bytes served stay the stored ones)."""
+
+
+def display_width(png: bytes) -> int:
+    """Width to hand st.image: never below the image's own width, because Streamlit resizes and re-encodes a
+    larger image server-side, which would drop the survey's own encoding (and could share a media URL)."""
+    native = struct.unpack(">I", png[16:20])[0] if png[:8] == b"\x89PNG\r\n\x1a\n" else 0
+    return max(DISPLAY_WIDTH, native)
 
 
 @dataclass(frozen=True)

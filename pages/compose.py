@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app.plain import literal
 from app import state
 from app.compose import (
     FREE_TEXT_KEY,
@@ -67,15 +68,15 @@ with right:
         if st.form_submit_button("Save as preset"):
             try:
                 repo.save_preset(name, caption, choices_from_caption(caption) or None)
-                st.success(f"Saved preset {name.strip()!r}.")
+                st.success(f"Saved preset {literal(repr(name.strip()))}.")
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(literal(exc))
 
 saved = repo.list_presets()
 if saved:
     st.subheader("Presets")
     for preset in saved:
-        with st.expander(preset.name):
+        with st.expander(literal(preset.name)):
             st.code(preset.caption, language=None)
             a, b = st.columns(2)
             a.button("Load", key=f"load_preset_{preset.id}", on_click=load_caption,

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app.plain import literal
 from app import generate_form as form
 from app import resources, state
 from app.compose import caption_warning
@@ -40,16 +41,16 @@ with st.expander("Register a checkpoint directory", expanded=not choices, icon="
             try:
                 registered = register_checkpoint(reg_name, reg_path)
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(literal(exc))
             else:
                 st.session_state["gen.registered"] = registered.name
                 st.rerun()
     if name := st.session_state.pop("gen.registered", None):
-        st.success(f"Registered {name!r}: it is now in the model list.")
+        st.success(f"Registered {literal(repr(name))}: it is now in the model list.")
         st.session_state[form.MODEL_KEY] = name
 
 for broken in unusable_models():
-    st.warning(f"Model {broken.name!r} is registered but cannot be used: {broken.problem}")
+    st.warning(f"Model {literal(repr(broken.name))} is registered but cannot be used: {literal(broken.problem)}")
 
 if not choices:
     st.warning("No model is available, so nothing can be generated yet.", icon=":material/warning:")

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app.plain import literal
 from app import state
 from app.downloads import png_bytes, png_name, sample_file, zip_samples
 from app.library import PAGE_SIZE, date_bounds, delete_sample, details, page_count, regenerate_params
@@ -73,13 +74,13 @@ for index, sample in enumerate(samples):
         try:
             path = sample_file(sample, home)
         except ValueError as exc:  # a row pointing outside the data directory: named, never read
-            st.warning(f"Sample #{sample.id}: {exc}")
+            st.warning(f"Sample #{sample.id}: {literal(exc)}")
             continue
         if path.is_file():
             st.image(str(path), width="stretch")
         else:
             st.warning("Image file missing on disk.")
-        st.markdown(f"**#{sample.id}** · seed `{sample.seed}` · {sample.model_name}")
+        st.markdown(f"**#{sample.id}** · seed `{sample.seed}` · {literal(sample.model_name)}")
         st.caption(f"{sample.created_at:%Y-%m-%d %H:%M} UTC · {sample.steps} {sample.scheduler} steps · "
                    f"guidance {sample.guidance:g} · {sample.size} px")
         with st.expander("Details"):

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app.plain import literal
 from app import survey_admin as admin
 from app import survey_demo as demo
 from app import survey_export as export
@@ -40,7 +41,7 @@ with st.container(border=True):
     if job is not None and job.finished:
         st.session_state.pop(DEMO_JOB, None)
         if job.error:
-            st.error(f"The demo survey could not be created: {job.error}")
+            st.error(f"The demo survey could not be created: {literal(job.error)}")
         else:
             st.session_state[CREATED] = (job.result.title, job.result.token, [], [])
         job = None
@@ -64,13 +65,13 @@ created = st.session_state.pop(CREATED, None)
 if created:
     created_title, created_token, created_notes, created_warnings = created
     if link_refusal := survey_link_refusal(settings.survey_only):
-        st.success(f"Created survey {created_title!r}.")
+        st.success(f"Created survey {literal(repr(created_title))}.")
         st.warning(link_refusal)
     else:
-        st.success(f"Created survey {created_title!r}. Participant link: "
+        st.success(f"Created survey {literal(repr(created_title))}. Participant link: "
                    f"{admin.absolute_link(created_token, st.context.url, st.get_option('server.baseUrlPath'))}")
     for note in created_notes:
-        st.info(note)
+        st.info(literal(note))
     if created_warnings:  # plain text: the warnings name the researcher's files
         st.warning("Check before sending the link: what follows may give the answer away.")
         st.code("\n".join(f"- {w}" for w in created_warnings), language=None, wrap_lines=True)
@@ -135,7 +136,7 @@ with st.expander("Create a survey", expanded=True):
                 allow_upscale=allow_upscale, source_errors=real_errors + synthetic_errors)
         if result.errors:
             st.error("The survey was not created. Fix these and try again (your files are still here):\n\n"
-                     + "\n".join(f"- {e}" for e in result.errors))
+                     + "\n".join(f"- {literal(e)}" for e in result.errors))
         else:
             st.session_state[CREATED] = (title.strip(), result.token, result.notes, result.warnings)
             st.rerun()
@@ -197,7 +198,7 @@ for survey in surveys:
     with st.container(border=True):
         head, actions = st.columns([3, 2])
         with head:
-            st.markdown(f"**{survey.title}**" + (" · demo" if survey.is_demo else ""))
+            st.markdown(f"**{literal(survey.title)}**" + (" · demo" if survey.is_demo else ""))
             st.caption(f"{survey.status} · {survey.item_count} images · {survey.participant_count} participants "
                        f"({survey.finished_count} finished) · created {survey.created_at:%Y-%m-%d %H:%M} UTC")
             if survey_link_refusal(settings.survey_only) is None:
@@ -219,7 +220,7 @@ for survey in surveys:
                 try:
                     store.duplicate_image_survey(survey.id)
                 except (ValueError, OSError) as exc:
-                    st.error(f"The survey could not be duplicated: {exc}")
+                    st.error(f"The survey could not be duplicated: {literal(exc)}")
                 else:
                     st.rerun()
             if c.button("Results", key=f"results_{survey.id}", width="stretch"):

@@ -5,6 +5,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from app.plain import literal
 from app import survey_admin as admin
 from app.survey_auth import require_researcher
 from db import repository as repo
@@ -159,7 +160,7 @@ if st.button("Import", key="survey_import", disabled=upload is None):
     outcome = admin.import_csv(survey_id, upload.getvalue())
     if outcome.problems:
         st.error("Nothing was imported. Problems (line numbers count the header as line 1):\n\n"
-                 + "\n".join(f"- {p}" for p in outcome.problems))
+                 + "\n".join(f"- {literal(p)}" for p in outcome.problems))
     else:
         st.success(f"Imported {outcome.imported.answers} answers of {outcome.imported.participants} participants"
                    + (f" ({outcome.skipped_blank_answers} empty answers skipped)" if outcome.skipped_blank_answers

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from app.plain import literal
 from app import survey_participant as flow
 from renal_ldm.survey import STRATEGY_MAX_CHARS
 
@@ -10,7 +11,7 @@ def draw() -> None:
     screen = flow.current_screen()
 
     if screen.title:
-        st.title(screen.title)
+        st.title(literal(screen.title))
     error = flow.pop_error()
     if error:
         st.error(error)
@@ -41,7 +42,7 @@ def draw() -> None:
         progress = st.empty()  # filled last: "n / N" appears once this image's buttons are in place
         left, right = st.columns([3, 2], vertical_alignment="center")
         with left:
-            st.image(screen.image, width=512, output_format="PNG")  # the stored pixels, not a JPEG re-encode
+            st.image(screen.image, width=flow.display_width(screen.image), output_format="PNG")  # stored bytes
         with right, st.container(key="survey_answer_buttons"):
             st.html("<style>.st-key-survey_answer_buttons button {min-height: 4.5rem;}"
                     ".st-key-survey_answer_buttons button p {font-size: 1.5rem;}</style>")

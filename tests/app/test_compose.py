@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_helpers import page_path
+from app_helpers import page_path, shown
 
 from app.compose import level_key
 from db import repository as repo
@@ -36,7 +36,7 @@ def test_save_and_load_a_preset(app):
     compose(app, Glomeruli="high", Tubuli="medium")
     app.text_input[0].set_value("study caption")
     next(b for b in app.button if b.label == "Save as preset").click().run()
-    assert [s.value for s in app.success] == ["Saved preset 'study caption'."]
+    assert [shown(s.value) for s in app.success] == ["Saved preset 'study caption'."]
     preset = repo.get_preset("study caption")
     assert preset.caption == GENERATING_CAPTION
     assert preset.levels == {"Tubuli": "medium", "Glomeruli": "high"}

@@ -8,7 +8,7 @@ import shutil
 import time
 import zipfile
 
-from app_helpers import page_path
+from app_helpers import page_path, shown
 
 from app.downloads import zip_samples
 from db import repository as repo
@@ -48,17 +48,17 @@ def test_register_form_checks_the_directory(app, tmp_path, tiny_model_dir):
     app.text_input[0].set_value("mine")
     app.text_input[1].set_value(str(tmp_path))  # an existing folder that is not a checkpoint
     app.button[0].click().run()
-    assert any("renal_ldm.json is missing" in e.value for e in app.error)
+    assert any("renal_ldm.json is missing" in shown(e.value) for e in app.error)
     app.text_input[1].set_value(str(tmp_path / "nope"))
     app.button[0].click().run()
-    assert any("not found" in e.value for e in app.error)
+    assert any("not found" in shown(e.value) for e in app.error)
     assert repo.list_models() == []
 
     app.text_input[1].set_value(str(tiny_model_dir))
     app.button[0].click().run()
     assert not app.exception, [e.message for e in app.exception]
     assert [e.name for e in repo.list_models()] == ["mine"]
-    assert any("Registered 'mine'" in s.value for s in app.success)
+    assert any("Registered 'mine'" in shown(s.value) for s in app.success)
     assert app.selectbox(key="gen.model").value == "mine"
 
 
@@ -67,7 +67,7 @@ def test_a_registered_model_whose_folder_is_gone_is_reported(app, tmp_path, tiny
     repo.register_model("moved", copy)
     shutil.rmtree(copy)
     open_generate(app)
-    assert any("'moved' is registered but cannot be used" in w.value for w in app.warning)
+    assert any("'moved' is registered but cannot be used" in shown(w.value) for w in app.warning)
     assert any("No model is available" in w.value for w in app.warning)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from app_helpers import shown
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 from streamlit.testing.v1 import AppTest
@@ -147,7 +148,7 @@ def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_pa
                        + [("notes.txt", b"not an image", "text/plain")]).run()
     at.button(key="survey_create").click().run()
     assert not at.exception
-    errors = "\n".join(e.value for e in at.error)
+    errors = shown("\n".join(e.value for e in at.error))
     assert "notes.txt" in errors and "not an image" in errors and "expected an image file" in errors
     assert repo.list_surveys() == []  # nothing created, nothing half-stored
 
@@ -565,7 +566,7 @@ def test_csv_import_with_a_malformed_row_shows_line_numbers_and_imports_nothing(
     at.get("file_uploader")[0].set_value(("answers.csv", "\n".join(bad_rows).encode(), "text/csv")).run()
     at.button(key="survey_import").click().run()
     assert not at.exception, at.exception
-    message = "\n".join(e.value for e in at.error)
+    message = shown("\n".join(e.value for e in at.error))
     assert "Nothing was imported" in message and "line 5:" in message and "line 10:" in message
     assert "'maybe'" in message
     assert repo.survey_answers(survey_id) == []

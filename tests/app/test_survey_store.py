@@ -251,3 +251,13 @@ def test_a_small_image_is_refused_unless_up_scaling_is_allowed(home):
     assert allowed.errors == [] and allowed.token
     assert "Real image tiny.png: 40 x 40 px is up-scaled to 64 x 64 px (allowed): up-scaled images look soft, and " \
            "soft images give the answer away when the other half is sharp" in allowed.warnings
+
+
+def test_survey_images_are_served_as_stored_whatever_their_size():
+    """Streamlit re-encodes an image shown narrower than it is; the survey page never asks for that."""
+    from app.survey_participant import DISPLAY_WIDTH, display_width
+    from renal_ldm.survey_images import normalise_image
+
+    for side in (64, 256, 768):
+        png = normalise_image(np.zeros((side, side, 3), dtype=np.uint8), side)
+        assert display_width(png) == max(DISPLAY_WIDTH, side)

@@ -94,21 +94,50 @@ def test_a_fresh_browser_sees_only_the_sign_in_at_every_address(browser, account
     context.close()
 
 
-def test_a_participant_who_leaves_the_survey_reaches_nothing_else(browser, accounts_env):
-    from app.survey_store import create_image_survey
-    from renal_ldm.survey_images import normalise_image
+def library_samples(home, n: int, size: int) -> list[int]:
+    """n Library samples and their rows: PNGs at the survey size written as the sampler writes them (Pillow's
+    defaults), so without the survey's own encoding a survey image would be these very bytes."""
+    from PIL import Image
+
+    from db import repository as repo
 
     rng = np.random.default_rng(11)
-    pngs = [normalise_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), 64) for _ in range(4)]
-    token = create_image_survey("Access", pngs[:2], pngs[2:])
+    ids = []
+    for i in range(n):
+        rel = f"samples/access/{i}.png"
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(home / rel)
+        ids.append(repo.add_sample(image_path=rel, caption="c", model_name="demo", seed=i, steps=2, guidance=1.5,
+                                   size=size).id)
+    return ids
+
+
+def test_a_participant_who_leaves_the_survey_reaches_nothing_else(browser, accounts_env):
+    from app.survey_admin import create_survey_from_files
+    from app.survey_files import library_files
+    from db import repository as repo
+
+    size = 64
+    ids = library_samples(accounts_env.home, 4, size)
+    files, problems = library_files(ids)
+    assert not problems
+    result = create_survey_from_files("Access", files[:2], files[2:], n_real=2, n_synthetic=2, size=size,
+                                      max_upload_mb=20)
+    assert not result.errors, result.errors
+    library_bytes = {(accounts_env.home / s.image_path).read_bytes() for s in map(repo.get_sample, ids)}
+
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{accounts_env.url}/?survey={token}")
+    page.goto(f"{accounts_env.url}/?survey={result.token}")
     wait_for_app(page)
     page.locator("[data-testid='stRadio'] label").filter(has_text=re.compile(r"^3\b")).first.click()
     page.get_by_role("button", name="Start the survey").click()
     for number in (1, 2):
         page.get_by_text(f"{number} / 4", exact=True).wait_for()
+        # The image the participant's browser received: its bytes are not any Library image's bytes.
+        src = page.locator("[data-testid='stImage'] img").first.get_attribute("src")
+        served = page.request.get(src if src.startswith("http") else accounts_env.url + src).body()
+        assert served[:8] == b"\x89PNG\r\n\x1a\n" and served not in library_bytes
         time.sleep(0.5)  # the double-click guard ignores clicks within 0.4 s of an image being drawn
         page.get_by_role("button", name="Real", exact=True).click()
     page.get_by_text("3 / 4", exact=True).wait_for()
