@@ -6,12 +6,13 @@ regenerate prefill, the model and sizes offered, the SampleRequest built from th
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from app.plain import literal
 from app import state as shared
-from app.generation import CANCELLED, DONE, FAILED, QUEUED, random_seed
+from app.generation import CANCELLED, DONE, FAILED, QUEUED, QueueFull, random_seed
 from app.model_choices import size_options
 from renal_ldm.captions import GENERATING_CAPTION
 from renal_ldm.models.configs import SAMPLING
@@ -168,6 +169,26 @@ def build_request(
         size=int(values[SIZE_KEY]),
         batch_size=int(values[BATCH_KEY]),
     )
+
+
+OWNER_KEY = "gen.owner"
+
+
+def session_owner(state: MutableMapping[str, Any]) -> str:
+    """A random id of this browser session, the owner of its generation jobs (for the per-session queue limit)."""
+    if not isinstance(state.get(OWNER_KEY), str):
+        state[OWNER_KEY] = secrets.token_hex(8)
+    return state[OWNER_KEY]
+
+
+def submit_run(service: Any, model: Any, state: MutableMapping[str, Any], caption: str) -> str | None:
+    """Queue the form's request for this session and remember the job; the refusal when the queue is full."""
+    try:
+        job_id = service.submit(model, build_request(state, caption), owner=session_owner(state))
+    except QueueFull as exc:
+        return str(exc)
+    state[shared.JOBS] = remember_job(state.get(shared.JOBS, []), job_id)
+    return None
 
 
 def remember_job(jobs: list[str], job_id: str) -> list[str]:

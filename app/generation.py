@@ -117,6 +117,7 @@ class _Job:
     database_url: str
     total: int
     submitted_at: float
+    owner: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     state: str = QUEUED
     step: int = 0
@@ -125,6 +126,33 @@ class _Job:
     started_at: float | None = None
     first_image_at: float | None = None
     finished_at: float | None = None
+
+
+class QueueFull(ValueError):
+    """A request refused because the queue already holds enough work (for this browser session or in all)."""
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How much denoising work may wait or run at once: per browser session, and for the whole server.
+
+    Work is counted in images and in image-steps (images x denoising steps: what a run costs). One full request
+    of the Generate page (64 images x 50 steps) fits a session; a session cannot queue an afternoon of work
+    ahead of everyone else, and the server's queue stays bounded whatever the number of sessions.
+    """
+
+    session_images: int = 64
+    session_image_steps: int = 20_000
+    total_images: int = 256
+    total_image_steps: int = 100_000
+
+
+def _work_of(request: Any) -> tuple[int, int]:
+    """(images, image-steps) of a request."""
+    try:
+        return int(request.n), int(request.n) * int(request.steps)
+    except (TypeError, ValueError):
+        return 0, 0
 
 
 def _planned_total(request: Any) -> int:
@@ -170,7 +198,9 @@ class GenerationService:
         sampler_factory: Callable[[str], Sampler] | None = None,
         prewarm: bool = False,
         max_jobs_kept: int = 500,
+        limits: QueueLimits | None = None,
     ) -> None:
+        self._limits = limits or QueueLimits()
         self._sampler_factory = sampler_factory or _default_sampler_factory
         if sampler_factory is None:
             import_sampling_stack()  # in the caller's thread, before the worker exists: see import_sampling_stack
@@ -195,8 +225,12 @@ class GenerationService:
         *,
         home: str | Path | None = None,
         database_url: str | None = None,
+        owner: str | None = None,
     ) -> str:
-        """Queue a request for a model choice; returns the job id at once (errors show in the job)."""
+        """Queue a request for a model choice; returns the job id at once (errors show in the job).
+
+        `owner` names the browser session asking; QueueFull (a ValueError saying what is queued and the limit)
+        when the request would take that session or the server past its QueueLimits."""
         from db.session import database_url as resolve_url
         from renal_ldm.paths import data_home
 
@@ -210,12 +244,34 @@ class GenerationService:
             database_url=resolve_url(database_url),
             total=_planned_total(request),
             submitted_at=time.time(),
+            owner=owner,
         )
         with self._lock:
+            self._check_room(request, owner)
             self._jobs[job.id] = job
             self._forget_old_jobs()
         self._queue.put(job.id)
         return job.id
+
+    def _check_room(self, request: Any, owner: str | None) -> None:
+        """Raise QueueFull when the request does not fit the limits (called holding the lock)."""
+        images, image_steps = _work_of(request)
+        active = [j for j in self._jobs.values() if j.state in ACTIVE_STATES]
+        limits = self._limits
+        checks = [(active, limits.total_images, limits.total_image_steps, "The server")]
+        if owner is not None:
+            mine = [j for j in active if j.owner == owner]
+            checks.insert(0, (mine, limits.session_images, limits.session_image_steps, "This browser session"))
+        for jobs, max_images, max_steps, whose in checks:
+            queued_images = sum(_work_of(j.request)[0] for j in jobs)
+            queued_steps = sum(_work_of(j.request)[1] for j in jobs)
+            if queued_images + images > max_images or queued_steps + image_steps > max_steps:
+                raise QueueFull(
+                    f"{whose} already has {queued_images} image(s) ({queued_steps:,} image-steps) queued or running; "
+                    f"this request adds {images} ({image_steps:,}) and the limit is {max_images} images and "
+                    f"{max_steps:,} image-steps at once. Wait for a run to finish or cancel one, or ask for fewer "
+                    "images or steps."
+                )
 
     def snapshot(self, job_id: str) -> JobSnapshot | None:
         """The job's current state, or None for an unknown (or long forgotten) id."""

@@ -106,8 +106,8 @@ with settings:
 
     ready = form.can_generate(source, caption)
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="gen.submit", disabled=not ready):
-        job_id = service.submit(model, form.build_request(st.session_state, caption))
-        st.session_state[state.JOBS] = form.remember_job(st.session_state.get(state.JOBS, []), job_id)
+        if refusal := form.submit_run(service, model, st.session_state, caption):
+            st.error(refusal)
 
 
 def show_gallery(samples: list, home) -> None:

@@ -201,3 +201,19 @@ def test_progress_only_while_a_run_is_queued_or_running(state, changes, expected
 )
 def test_a_finished_run_says_how_it_ended(state, changes, expected):
     assert form.run_outcome(snapshot(state, **changes)) == expected
+
+
+def test_a_full_queue_is_reported_and_no_job_is_remembered():
+    from app.generation import QueueFull
+
+    class FullService:
+        def submit(self, model, request, *, owner):
+            assert owner == form.session_owner(state)  # the same id on every submit of this session
+            raise QueueFull("This browser session already has 64 image(s) queued or running")
+
+    state: dict = {}
+    form.apply_defaults(state)
+    state[form.SIZE_KEY] = 32  # the size box is settled per model before Generate can be pressed
+    refusal = form.submit_run(FullService(), object(), state, "a caption")
+    assert refusal == "This browser session already has 64 image(s) queued or running"
+    assert state.get(shared.JOBS, []) == []
