@@ -80,6 +80,22 @@ def build_tiny_checkpoint(
     """Save the tiny model as a checkpoint directory at `path` (replaced if present); returns the directory."""
     from renal_ldm.models.checkpoint import save_model
 
-    model = build_tiny_model(seed=seed, text_encoder=text_encoder, context_dim=context_dim,
-                             data_fingerprint=data_fingerprint)
+    model = build_tiny_model(
+        seed=seed, text_encoder=text_encoder, context_dim=context_dim, data_fingerprint=data_fingerprint
+    )
     return save_model(Path(path), model, extra=extra)
+
+
+def build_tiny_autoencoder_checkpoint(path: str | Path, *, seed: int = 0) -> Path:
+    """An autoencoder-only checkpoint of the tiny config (what `train-vae` writes), the starting point of LDM
+    training tests. Plain diffusers initialisation, no spread: training tests need a sane first stage, not one
+    whose every weight matters."""
+    import torch
+
+    from renal_ldm.models.build import build_vae
+    from renal_ldm.models.checkpoint import LatentDiffusionModel, save_model
+    from renal_ldm.models.configs import get_config
+
+    torch.manual_seed(seed)
+    config = get_config(TINY_CONFIG)
+    return save_model(Path(path), LatentDiffusionModel(config=config, vae=build_vae(config)))

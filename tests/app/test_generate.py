@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 import time
 import zipfile
 
@@ -88,7 +89,12 @@ def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
     samples = sorted(repo.list_samples(), key=lambda s: s.seed)
     assert [s.seed for s in samples] == [11, 12]
     for sample in samples:
-        assert (sample.caption, sample.model_name, sample.steps, sample.guidance) == (GENERATING_CAPTION, "tiny", 4, 2.0)
+        assert (sample.caption, sample.model_name, sample.steps, sample.guidance) == (
+            GENERATING_CAPTION,
+            "tiny",
+            4,
+            2.0,
+        )
         assert (sample.scheduler, sample.size) == ("ddim", 32)
         assert (app_home / sample.image_path).is_file()
         assert (app_home / sample.image_path).with_suffix(".json").is_file()
@@ -107,21 +113,42 @@ def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
         assert "samples.csv" in names and len(names) == 5
 
 
-def test_progress_moves_and_cancel_stops_the_run(app, tiny_model):
+class PausingSampler:
+    """The real sampler, paused inside its progress callback after `pause_at` steps until the job is cancelled:
+    the test sees the run provably mid-way, whatever the machine's speed (no race with a fast worker)."""
+
+    def __init__(self, sampler, pause_at: int, paused: threading.Event) -> None:
+        self._sampler, self.model, self._pause_at, self._paused = sampler, sampler.model, pause_at, paused
+
+    def sample(self, request, progress=None, cancel=None):
+        def pausing(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            if done >= self._pause_at:
+                self._paused.set()
+                assert cancel is not None and cancel.wait(120), "the test never cancelled the paused run"
+
+        return self._sampler.sample(request, progress=pausing, cancel=cancel)
+
+
+def test_progress_moves_and_cancel_stops_the_run(app, tiny_model, monkeypatch):
+    from app import resources
+    from renal_ldm.sample import Sampler
+
+    service = resources.generation_service()
+    paused = threading.Event()
+    monkeypatch.setattr(service, "_sampler_factory", lambda d: PausingSampler(Sampler.from_dir(d), 2, paused))
+    monkeypatch.setattr(service, "_samplers", {})  # no sampler cached by an earlier test
     open_generate(app)
     app.number_input(key="gen.n").set_value(3)
     app.number_input(key="gen.steps").set_value(60)
     app.number_input(key="gen.guidance").set_value(1.0)
     app.number_input(key="gen.batch").set_value(1)
     app.button(key="gen.submit").click().run()
-    seen = set()
-
-    def moving(a):
-        seen.update(p.value for p in a.get("progress"))
-        return len({v for v in seen if v > 0}) >= 2
-
-    run_until(app, moving, pause=0.1)
-    assert [p.text for p in app.get("progress")][0].startswith("Denoising: step ")
+    assert paused.wait(120), "the run never reached its second step"
+    run_until(app, lambda a: any(p.value > 0 for p in a.get("progress")))
+    assert [p.text for p in app.get("progress")] == ["Denoising: step 2 of 180"]
+    assert app.get("progress")[0].value == 1  # percent: 2 of 180 steps
     next(b for b in app.button if b.label == "Cancel").click().run()
     run_until(app, lambda a: a.main.warning)
     assert app.main.warning[0].value.startswith("Cancelled.")

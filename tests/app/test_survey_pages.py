@@ -77,8 +77,19 @@ def signed_in(page: str) -> AppTest:
 def texts(at: AppTest) -> list[str]:
     """Every text the page rendered (titles, markdown, alerts, captions, labels, options)."""
     out = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "text", "info", "success", "warning",
-                 "error", "code"):
+    for kind in (
+        "title",
+        "header",
+        "subheader",
+        "markdown",
+        "caption",
+        "text",
+        "info",
+        "success",
+        "warning",
+        "error",
+        "code",
+    ):
         out += [str(e.value) for e in getattr(at, kind)]
     for widget in list(at.button) + list(at.radio) + list(at.text_area) + list(at.text_input):
         out.append(str(widget.label))
@@ -144,8 +155,10 @@ def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_pa
     at.radio(key="survey_real_source").set_value("Server folder").run()
     at.text_input(key="survey_real_folder").input(str(folder)).run()
     uploader = at.get("file_uploader")[0]
-    uploader.set_value([(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(2)]
-                       + [("notes.txt", b"not an image", "text/plain")]).run()
+    uploader.set_value(
+        [(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(2)]
+        + [("notes.txt", b"not an image", "text/plain")]
+    ).run()
     at.button(key="survey_create").click().run()
     assert not at.exception
     errors = shown("\n".join(e.value for e in at.error))
@@ -153,7 +166,8 @@ def test_right_password_creates_a_survey_from_uploads_and_a_folder(admin, tmp_pa
     assert repo.list_surveys() == []  # nothing created, nothing half-stored
 
     at.get("file_uploader")[0].set_value(
-        [(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(3)]).run()
+        [(f"synthetic_{i}.png", png_bytes(50 + i, (256, 256)), "image/png") for i in range(3)]
+    ).run()
     at.button(key="survey_create").click().run()
     assert not at.exception and not at.error
     (survey,) = repo.list_surveys()
@@ -179,9 +193,17 @@ def test_create_from_library_samples(admin, tmp_path):
     (home / "samples").mkdir()
     for i in range(3):
         Image.open(io.BytesIO(png_bytes(i, (128, 128)))).save(home / "samples" / f"s{i}.png")
-        repo.add_sample(repo.NewSample(image_path=f"samples/s{i}.png", caption="Header.\nThere is a lot of Glomeruli "
-                                       "visible in the image.", model_name="tiny", seed=i, steps=2, guidance=1.5,
-                                       size=128))
+        repo.add_sample(
+            repo.NewSample(
+                image_path=f"samples/s{i}.png",
+                caption="Header.\nThere is a lot of Glomeruli visible in the image.",
+                model_name="tiny",
+                seed=i,
+                steps=2,
+                guidance=1.5,
+                size=128,
+            )
+        )
     real = tmp_path / "real"
     real.mkdir()
     for i in range(2):
@@ -198,8 +220,10 @@ def test_create_from_library_samples(admin, tmp_path):
     (survey,) = repo.list_surveys()
     assert survey.item_count == 5
     assert any("Only 2 real images given" in i.value for i in at.info)
-    assert any("Native sizes differ: the real half is all 100 x 100 px and the synthetic half all 128 x 128 px"
-               in c.value for c in at.code)  # the creation warning, shown as plain text
+    assert any(
+        "Native sizes differ: the real half is all 100 x 100 px and the synthetic half all 128 x 128 px" in c.value
+        for c in at.code
+    )  # the creation warning, shown as plain text
 
 
 def db_home() -> str:
@@ -221,11 +245,11 @@ def test_demo_button_creates_a_phantom_only_demo(admin, monkeypatch, tmp_path):
     assert "phantom-only" in "\n".join(m.value for m in at.markdown)
     at.button(key="survey_demo").click().run()
     deadline = time.monotonic() + 60
-    while not repo.list_surveys() and time.monotonic() < deadline:
+    while not any(s.value.startswith("Created survey") for s in at.success):  # the page polls the job; so do we
+        assert time.monotonic() < deadline, "the demo survey never appeared on the page"
+        assert not at.exception, at.exception
         time.sleep(0.2)
-    time.sleep(0.3)
-    at.run()
-    assert not at.exception, at.exception
+        at.run()
     (survey,) = repo.list_surveys()
     assert survey.is_demo and survey.item_count == 4 and survey.status == "open"
     assert survey.title.startswith("Demo survey (phantom-only")
@@ -288,7 +312,7 @@ def test_reload_resumes_at_next_unanswered_image(db_url):
     fresh = AppTest.from_file(MAIN, default_timeout=60)  # a new browser session: only the URL survives
     fresh.query_params["resume"] = resume
     fresh.run()
-    assert "3 / 6" in fresh.get("progress")[0].proto.text
+    assert fresh.get("progress")[0].proto.text == "3 / 6"
     assert repo.get_participant(resume).answered == 2
     assert fresh.query_params == {"resume": resume}
 
@@ -517,7 +541,7 @@ def test_results_show_kappa_equal_to_sklearn(admin):
     for pid, (truth, given) in by_person.items():
         k = cohen_kappa_score(truth, given, labels=["real", "synthetic"])
         expected[str(pid)] = None if np.isnan(k) else k
-    shown = dict(zip(table["participant"].astype(str), table["kappa"]))
+    shown = dict(zip(table["participant"].astype(str), table["kappa"], strict=True))
     assert set(shown) == set(expected)
     for pid, k in expected.items():
         if k is None:
@@ -591,7 +615,8 @@ def test_csv_import_lists_the_first_problems_then_how_many_more(db_url):
 
     outcome = admin.import_csv(survey_id, b"participant,question,answer\np1,1,real\n")
     assert len(outcome.problems) == 1 and outcome.problems[0].startswith(
-        "survey responses CSV: header lacks column(s) experience, truth")
+        "survey responses CSV: header lacks column(s) experience, truth"
+    )
     assert repo.survey_answers(survey_id) == []
 
 
@@ -611,7 +636,7 @@ def test_an_excluded_participant_is_in_no_statistic_and_no_download(admin):
     token, survey_id = make_survey()
     answer_directly(token, 3, seed=4)
     people = repo.survey_participants(survey_id)
-    for person, text in zip(people, ["Looked at the nuclei.", None, "Colour of the stroma."]):
+    for person, text in zip(people, ["Looked at the nuclei.", None, "Colour of the stroma."], strict=True):
         repo.set_strategy(repo_resume(person.id), text)
     at = signed_in(RESULTS)
     strategies = table(at, "strategy")
@@ -631,8 +656,9 @@ def test_an_excluded_participant_is_in_no_statistic_and_no_download(admin):
     kappas = []
     for pid in {a.participant_id for a in kept}:
         mine = [a for a in kept if a.participant_id == pid]
-        kappas.append(cohen_kappa_score([a.truth for a in mine], [a.answer for a in mine],
-                                        labels=["real", "synthetic"]))
+        kappas.append(
+            cohen_kappa_score([a.truth for a in mine], [a.answer for a in mine], labels=["real", "synthetic"])
+        )
     assert metric(at, "Mean kappa") == f"{np.mean(kappas):+.3f}"
     assert metric(at, "Answers correct (pooled)").endswith(f"/ {len(kept)}")
     assert list(table(at, "strategy")["strategy"]) == ["Colour of the stroma."]

@@ -10,13 +10,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
+from tiny_models import build_tiny_autoencoder_checkpoint
 from torch.utils.data import Dataset
 
 from renal_ldm.captions import GENERATING_CAPTION, HEADER
 from renal_ldm.cli import main as cli_main
-from renal_ldm.models.build import build_vae
-from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, read_manifest, save_model
-from renal_ldm.models.configs import get_config
+from renal_ldm.models.checkpoint import load_model, read_manifest
 from renal_ldm.training import (
     FP16_REFUSED,
     LDMTrainSettings,
@@ -25,7 +24,6 @@ from renal_ldm.training import (
     train_ldm,
 )
 from renal_ldm.training.common import read_jsonl
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,9 +55,7 @@ class TinyTissue(Dataset):
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = LatentDiffusionModel(config=get_config("tiny"), vae=build_vae(get_config("tiny")))
-    return save_model(tmp_path_factory.mktemp("vae") / "vae", model)
+    return build_tiny_autoencoder_checkpoint(tmp_path_factory.mktemp("vae") / "vae")
 
 
 def _settings(**kw) -> LDMTrainSettings:
@@ -185,8 +181,27 @@ def test_cli_train_vae_then_train_then_sample(tmp_path, capsys):
     _write_folder(data)
     vae, run, out = tmp_path / "vae", tmp_path / "run", tmp_path / "samples"
 
-    assert cli_main(["train-vae", "--data", str(data), "--config", "tiny", "--out", str(vae), "--max-steps", "3",
-                     "--batch-size", "2", "--held-out", "0.34", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "train-vae",
+                "--data",
+                str(data),
+                "--config",
+                "tiny",
+                "--out",
+                str(vae),
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--held-out",
+                "0.34",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "held-out PSNR" in captured.out
     manifest = read_manifest(vae)
@@ -198,8 +213,27 @@ def test_cli_train_vae_then_train_then_sample(tmp_path, capsys):
     with pytest.raises(ValueError, match="a latent diffusion model"):
         load_model(vae)
 
-    assert cli_main(["train", "--data", str(data), "--vae", str(vae), "--out", str(run), "--max-steps", "3",
-                     "--batch-size", "2", "--checkpoint-every", "2", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--vae",
+                str(vae),
+                "--out",
+                str(run),
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--checkpoint-every",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == str(run / "model")
     manifest = read_manifest(run / "model")
     assert manifest["kind"] == "ldm" and manifest["context_dim"] == 384 and manifest["text_encoder"] == "minilm"
@@ -209,12 +243,30 @@ def test_cli_train_vae_then_train_then_sample(tmp_path, capsys):
     # Refusals print one clear line and exit 2.
     assert cli_main(["train", "--data", str(data), "--vae", str(vae), "--out", str(run), "--max-steps", "4"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert cli_main(["train", "--data", str(data), "--vae", str(vae), "--out", str(tmp_path / "r2"),
-                     "--mixed-precision", "fp16"]) == 2
+    assert (
+        cli_main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--vae",
+                str(vae),
+                "--out",
+                str(tmp_path / "r2"),
+                "--mixed-precision",
+                "fp16",
+            ]
+        )
+        == 2
+    )
     assert "underflow" in capsys.readouterr().err
 
-    assert cli_main(["sample", "--model", str(run / "model"), "--n", "2", "--steps", "2", "--out", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        cli_main(
+            ["sample", "--model", str(run / "model"), "--n", "2", "--steps", "2", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (32, 32)
     side = json.loads(pngs[0].with_suffix(".json").read_text())
