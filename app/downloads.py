@@ -42,6 +42,18 @@ def sample_file(sample: Sample, home: str | Path | None = None) -> Path:
     return data_file(sample.image_path, home)
 
 
+def shown_file(sample: Sample, home: str | Path | None = None) -> tuple[Path | None, str | None]:
+    """(path, None) of a sample's PNG to show, or (None, why not): its file is gone, or its stored path points
+    outside the data directory (named, never read)."""
+    try:
+        path = sample_file(sample, home)
+    except ValueError as exc:
+        return None, f"Sample #{sample.id}: {exc}"
+    if not path.is_file():
+        return None, f"seed {sample.seed}: image file missing"
+    return path, None
+
+
 def png_bytes(sample: Sample, home: str | Path | None = None) -> bytes:
     return sample_file(sample, home).read_bytes()
 

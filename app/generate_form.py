@@ -10,10 +10,10 @@ import secrets
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from app.plain import literal
 from app import state as shared
 from app.generation import CANCELLED, DONE, FAILED, QUEUED, QueueFull, random_seed
 from app.model_choices import size_options
+from app.plain import literal
 from renal_ldm.captions import GENERATING_CAPTION
 from renal_ldm.models.configs import SAMPLING
 from renal_ldm.models.schedulers import SCHEDULERS, get_scheduler, scheduler_label, scheduler_names
@@ -29,6 +29,8 @@ COMPOSE_FREE_TEXT = shared.FROM_FREE_TEXT  # the app.state.CAPTION_SOURCE value 
 RANDOM, FIXED = "Random", "Fixed"
 SEED_MODES = [RANDOM, FIXED]
 SCHEDULER_CHOICES = list(scheduler_names())
+SEED_LABEL = "Seed (image i gets seed + i)"
+BATCH_HELP = "Images denoised together; each batch is saved and shown as soon as it is done."
 ETA_LABEL = "/".join(e.label for e in SCHEDULERS.values() if e.takes_eta) + " eta (0 = deterministic)"
 MAX_IMAGES = 64
 MAX_BATCH = 16

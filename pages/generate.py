@@ -2,21 +2,19 @@
 
 import streamlit as st
 
-from app.plain import literal
 from app import generate_form as form
 from app import resources, state
 from app.compose import caption_warning
-from app.downloads import png_bytes, png_name, sample_file, zip_name, zip_samples
+from app.downloads import png_bytes, png_name, shown_file, zip_name, zip_samples
 from app.library import run_samples
 from app.model_choices import NO_MODEL_HELP, available_models, register_checkpoint, unusable_models
 from app.pages_registry import page_file
+from app.plain import literal
 from db import repository as repo
 from renal_ldm.models.schedulers import scheduler_label
 from renal_ldm.paths import data_home
 
 POLL_SECONDS = 0.5
-SEED_LABEL = "Seed (image i gets seed + i)"
-BATCH_HELP = "Images denoised together; each batch is saved and shown as soon as it is done."
 GALLERY_COLUMNS = 3
 
 service = resources.generation_service()
@@ -97,10 +95,12 @@ with settings:
     s1, s2 = st.columns(2)
     seed_mode = s1.radio("Seed", form.SEED_MODES, horizontal=True, key=form.SEED_MODE_KEY)
     random = seed_mode == form.RANDOM
-    s2.number_input(SEED_LABEL, min_value=0, max_value=form.MAX_SEED_INPUT, step=1, key=form.SEED_KEY, disabled=random)
+    s2.number_input(
+        form.SEED_LABEL, min_value=0, max_value=form.MAX_SEED_INPUT, step=1, key=form.SEED_KEY, disabled=random
+    )
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
-        a1.number_input("Batch size", min_value=1, max_value=form.MAX_BATCH, key=form.BATCH_KEY, help=BATCH_HELP)
+        a1.number_input("Batch size", min_value=1, max_value=form.MAX_BATCH, key=form.BATCH_KEY, help=form.BATCH_HELP)
         no_eta = not form.eta_applies(scheduler)
         a2.number_input(form.ETA_LABEL, min_value=0.0, max_value=1.0, step=0.1, key=form.ETA_KEY, disabled=no_eta)
 
@@ -114,9 +114,9 @@ def show_gallery(samples: list, home) -> None:
     columns = st.columns(GALLERY_COLUMNS)
     for index, sample in enumerate(samples):
         with columns[index % GALLERY_COLUMNS]:
-            path = sample_file(sample, home)
-            if not path.is_file():
-                st.warning(f"seed {sample.seed}: image file missing")
+            path, problem = shown_file(sample, home)
+            if problem:
+                st.warning(literal(problem))
                 continue
             st.image(str(path), caption=f"seed {sample.seed}", width="stretch")
             png = dict(data=png_bytes(sample, home), file_name=png_name(sample), mime="image/png")
@@ -132,9 +132,7 @@ def job_panel(job_id: str, polling: bool) -> None:
     if progress := form.run_progress(snap):
         st.progress(progress[0], text=progress[1])
     if snap.active:
-        st.button(
-            "Cancel", key=f"gen.cancel_{job_id}", on_click=service.cancel, args=(job_id,), icon=":material/cancel:"
-        )
+        st.button("Cancel", key=f"gen.cancel_{job_id}", on_click=service.cancel, args=(job_id,))
     if outcome := form.run_outcome(snap):
         getattr(st, outcome[0])(outcome[1])  # st.success, st.warning or st.error
     home = data_home()
