@@ -1,5 +1,5 @@
 # The product's front door. `make run` installs what is missing and starts the app; `make test` installs what
-# the tests need (Python packages, Debian chromium) and runs the whole suite.
+# the tests need (Python packages, Debian chromium), checks the code with ruff (`make lint`) and runs the whole suite.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,7 +33,11 @@ run: install
 	$(PY) -m streamlit run app/main.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false --server.maxUploadSize $${RENAL_LDM_MAX_UPLOAD_MB:-20}
 
-test: install browser
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-venv:

@@ -119,7 +119,6 @@ def write_pending_cookie() -> None:
         value = f"{SESSION_COOKIE}=; Max-Age=0; Path=/; SameSite=Strict"
     # json.dumps makes the cookie text a safe JavaScript string literal (the token is URL-safe base64 anyway).
     st.html(
-        f"<script>document.cookie = {json.dumps(value)} + (location.protocol === 'https:' ? '; Secure' : '');"
-        "</script>",
+        f"<script>document.cookie = {json.dumps(value)} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
         unsafe_allow_javascript=True,
     )

@@ -104,8 +104,7 @@ def _dummy_hash() -> str:
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM,
-                          dklen=SCRYPT_DKLEN)
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=SCRYPT_DKLEN)
 
 
 def _b64(data: bytes) -> str:
@@ -161,8 +160,9 @@ def retry_after(name: str, client: str | None, now: datetime, *, url: str | None
     return max(0, longest)
 
 
-def sign_in(name: str, password: str, *, client: str | None = None, now: datetime | None = None,
-            url: str | None = None) -> tuple[Identity, str]:
+def sign_in(
+    name: str, password: str, *, client: str | None = None, now: datetime | None = None, url: str | None = None
+) -> tuple[Identity, str]:
     """Check a name and password; returns the identity and a new session token, or raises SignInError."""
     now = now or datetime.now(UTC)
     name = (name or "").strip()
@@ -177,8 +177,9 @@ def sign_in(name: str, password: str, *, client: str | None = None, now: datetim
     identity, credential = checked
     repo.clear_sign_in_failures(throttle_keys(name, client), url=url)
     token = secrets.token_urlsafe(32)
-    repo.create_sign_in_session(_token_hash(token), identity.name, identity.role, _digest(credential),
-                                now + sign_in_lifetime(), url=url)
+    repo.create_sign_in_session(
+        _token_hash(token), identity.name, identity.role, _digest(credential), now + sign_in_lifetime(), url=url
+    )
     return identity, token
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # renal_ldm.sample imports torch: keep it off this module's import path
-    from renal_ldm.sample import SampleRequest, Sampler
+    from renal_ldm.sample import Sampler, SampleRequest
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,6 @@ def import_sampling_stack() -> None:
     imported before any worker thread starts. It costs the first page of a new server process about 4 s (torch
     and diffusers on the 2-core machine), once.
     """
-    import renal_ldm.models.checkpoint  # noqa: F401
-    import renal_ldm.sample  # noqa: F401
     from diffusers import (  # noqa: F401  what the sampler and the scheduler registry build
         DDIMScheduler,
         DDPMScheduler,
@@ -187,6 +185,9 @@ def import_sampling_stack() -> None:
         UNet2DConditionModel,
         VQModel,
     )
+
+    import renal_ldm.models.checkpoint  # noqa: F401
+    import renal_ldm.sample  # noqa: F401
 
 
 class GenerationService:

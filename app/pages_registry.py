@@ -64,8 +64,10 @@ def sign_in_pages() -> list:
 
 def _nothing_for_role() -> None:
     st.title("Welcome")
-    st.info("Your account is an annotator account: it opens the Slides and Annotate pages, which this "
-            "installation does not have yet. Ask a researcher of your lab to update renal-ldm.")
+    st.info(
+        "Your account is an annotator account: it opens the Slides and Annotate pages, which this "
+        "installation does not have yet. Ask a researcher of your lab to update renal-ldm."
+    )
 
 
 def participant_pages() -> list:

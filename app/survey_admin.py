@@ -26,7 +26,6 @@ from renal_ldm import survey as stats_lib
 from renal_ldm.csv_cells import csv_text
 from renal_ldm.survey_images import DEFAULT_MAX_PIXELS, SurveyImage, compare_halves, normalise_files
 
-
 # ------------------------------------------------------------------------------------------------ links
 
 
@@ -65,15 +64,19 @@ USED, UNUSED = "used", "unused"
 def invitation_rows(invitations: Sequence[repo.Invitation], page_url: str | None, base_path: str = "") -> list[dict]:
     """The invitations as Manage surveys lists them: the link, used or unused, when."""
     return [
-        {"link": absolute_invitation_link(i.token, page_url, base_path), "status": USED if i.used else UNUSED,
-         "created_at": f"{i.created_at:%Y-%m-%d %H:%M} UTC",
-         "used_at": "" if i.used_at is None else f"{i.used_at:%Y-%m-%d %H:%M} UTC"}
+        {
+            "link": absolute_invitation_link(i.token, page_url, base_path),
+            "status": USED if i.used else UNUSED,
+            "created_at": f"{i.created_at:%Y-%m-%d %H:%M} UTC",
+            "used_at": "" if i.used_at is None else f"{i.used_at:%Y-%m-%d %H:%M} UTC",
+        }
         for i in invitations
     ]
 
 
-def invitations_csv(survey: repo.Survey, invitations: Sequence[repo.Invitation], page_url: str | None,
-                    base_path: str = "") -> str:
+def invitations_csv(
+    survey: repo.Survey, invitations: Sequence[repo.Invitation], page_url: str | None, base_path: str = ""
+) -> str:
     """The invitations as CSV for a mail merge (one link per person), every cell neutralised (csv_cells)."""
     rows = invitation_rows(invitations, page_url, base_path)
     return csv_text(INVITATION_COLUMNS, [[survey.title, *(r[c] for c in INVITATION_COLUMNS[1:])] for r in rows])
@@ -111,8 +114,9 @@ def _source(file: SourceFile | tuple[str, bytes]) -> SourceFile:
 
 def _provenance(files: Sequence[SourceFile], images: Sequence[SurveyImage]) -> list[dict]:
     """Each file's provenance with what it was before normalisation (native size, format, mode, profile)."""
-    return [{**f.provenance, "native": i.native.as_dict() if i.native else None}
-            for f, i in zip(files, images, strict=True)]
+    return [
+        {**f.provenance, "native": i.native.as_dict() if i.native else None} for f, i in zip(files, images, strict=True)
+    ]
 
 
 def _pick(files: list[SourceFile], n: int, what: str, notes: list[str]) -> list[SourceFile]:
@@ -154,8 +158,11 @@ def create_survey_from_files(
         return result
     real_files = _pick([_source(f) for f in real_files], n_real, "real", result.notes)
     synthetic_files = _pick([_source(f) for f in synthetic_files], n_synthetic, "synthetic", result.notes)
-    options = {"max_bytes": int(max_upload_mb) * 1024 * 1024, "max_pixels": DEFAULT_MAX_PIXELS,
-               "allow_upscale": bool(allow_upscale)}
+    options = {
+        "max_bytes": int(max_upload_mb) * 1024 * 1024,
+        "max_pixels": DEFAULT_MAX_PIXELS,
+        "allow_upscale": bool(allow_upscale),
+    }
     real, real_errors = normalise_files([(f.name, f.data) for f in real_files], size, **options)
     synthetic, synthetic_errors = normalise_files([(f.name, f.data) for f in synthetic_files], size, **options)
     result.errors += [f"Real image {e}" for e in real_errors] + [f"Synthetic image {e}" for e in synthetic_errors]
@@ -167,9 +174,13 @@ def create_survey_from_files(
     result.warnings += [f"Synthetic image {w}" for i in synthetic for w in i.warnings]
     try:
         result.token = create_image_survey(
-            title, [i.png for i in real], [i.png for i in synthetic],
+            title,
+            [i.png for i in real],
+            [i.png for i in synthetic],
             status=stats_lib.OPEN if open_now else stats_lib.DRAFT,
-            real_provenance=_provenance(real_files, real), synthetic_provenance=_provenance(synthetic_files, synthetic))
+            real_provenance=_provenance(real_files, real),
+            synthetic_provenance=_provenance(synthetic_files, synthetic),
+        )
     except ValueError as exc:
         result.errors.append(str(exc))
         result.warnings.clear()
@@ -228,8 +239,12 @@ def strategy_rows(stats: stats_lib.SurveyStats | None, data: SurveyData) -> list
     """The included participants who wrote a strategy: their text beside their experience and kappa."""
     kappas = {p.id: p.kappa for p in stats.participants} if stats else {}
     return [
-        {"participant": str(p.id), "experience": p.experience, "kappa": _r(kappas.get(str(p.id)), 4),
-         "strategy": p.strategy}
+        {
+            "participant": str(p.id),
+            "experience": p.experience,
+            "kappa": _r(kappas.get(str(p.id)), 4),
+            "strategy": p.strategy,
+        }
         for p in data.participants
         if not p.excluded and p.strategy
     ]
@@ -259,16 +274,27 @@ def _r(x: float | None, digits: int = 3) -> float | None:
 
 def participant_rows(stats: stats_lib.SurveyStats) -> list[dict]:
     return [
-        {"participant": p.id, "experience": p.experience, "answered": p.answered, "correct": p.correct,
-         "accuracy": _r(p.accuracy), "kappa": _r(p.kappa, 4), "binomial p": _r(p.binomial_p, 4)}
+        {
+            "participant": p.id,
+            "experience": p.experience,
+            "answered": p.answered,
+            "correct": p.correct,
+            "accuracy": _r(p.accuracy),
+            "kappa": _r(p.kappa, 4),
+            "binomial p": _r(p.binomial_p, 4),
+        }
         for p in stats.participants
     ]
 
 
 def experience_rows(stats: stats_lib.SurveyStats) -> list[dict]:
     return [
-        {"experience": g.label, "participants": g.participants, "with kappa": g.with_kappa,
-         "mean kappa": _r(g.mean_kappa, 4)}
+        {
+            "experience": g.label,
+            "participants": g.participants,
+            "with kappa": g.with_kappa,
+            "mean kappa": _r(g.mean_kappa, 4),
+        }
         for g in stats.experience_groups
     ]
 
@@ -281,9 +307,14 @@ def question_rows(stats: stats_lib.SurveyStats, data: SurveyData, thumbnails: bo
     rows = []
     for q in stats.questions:
         item = data.items.get(q.question)
-        row = {"question": int(q.question) if q.question.isdigit() else q.question, "truth": q.truth,
-               "answered": q.answered, "correct": q.correct, "accuracy": _r(q.accuracy),
-               "majority": q.majority or ("tie" if q.answered else "-")}
+        row = {
+            "question": int(q.question) if q.question.isdigit() else q.question,
+            "truth": q.truth,
+            "answered": q.answered,
+            "correct": q.correct,
+            "accuracy": _r(q.accuracy),
+            "majority": q.majority or ("tie" if q.answered else "-"),
+        }
         if thumbnails:
             row = {"image": data_url(thumbnail_png(item.image_path, 64)) if item else None, **row}
         rows.append(row)
@@ -299,12 +330,14 @@ def heatmap_rows(stats: stats_lib.SurveyStats) -> list[dict]:
     for qi, q in enumerate(stats.questions):
         for pi, p in enumerate(stats.participants):
             value = stats.correctness[qi][pi]
-            rows.append({
-                "question": f"Q{q.question} ({q.truth})",
-                "order": qi,
-                "participant": p.id,
-                "result": HEATMAP_MISSING if value is None else (HEATMAP_CORRECT if value else HEATMAP_WRONG),
-            })
+            rows.append(
+                {
+                    "question": f"Q{q.question} ({q.truth})",
+                    "order": qi,
+                    "participant": p.id,
+                    "result": HEATMAP_MISSING if value is None else (HEATMAP_CORRECT if value else HEATMAP_WRONG),
+                }
+            )
     return rows
 
 
@@ -315,8 +348,10 @@ def fooling_images(stats: stats_lib.SurveyStats, data: SurveyData) -> list[tuple
         for q in stats_lib.most_fooling(stats, truth):
             item = data.items.get(q.question)
             if item is not None:
-                caption = (f"{truth.capitalize()} image most often taken for {taken_for}: question {q.question}, "
-                           f"{q.answered - q.correct} of {q.answered} fooled")
+                caption = (
+                    f"{truth.capitalize()} image most often taken for {taken_for}: question {q.question}, "
+                    f"{q.answered - q.correct} of {q.answered} fooled"
+                )
                 out.append((caption, q, read_image_bytes(item.image_path)))
     return out
 
@@ -379,18 +414,28 @@ def import_csv(survey_id: int, data: bytes | str) -> ImportOutcome:
         ref = question_ref(rec.question)
         item = by_position.get(ref) if isinstance(ref, int) else by_public.get(ref)
         if item is None:
-            outcome.problems.append(f"line {line}: question {rec.question!r} is not in this survey "
-                                    f"(expected 1..{len(items)})")
+            outcome.problems.append(
+                f"line {line}: question {rec.question!r} is not in this survey (expected 1..{len(items)})"
+            )
             continue
         if rec.truth != item.truth:
-            outcome.problems.append(f"line {line}: truth {rec.truth!r} disagrees with question {rec.question} "
-                                    f"of this survey ({item.truth!r}); is the file for another survey?")
+            outcome.problems.append(
+                f"line {line}: truth {rec.truth!r} disagrees with question {rec.question} "
+                f"of this survey ({item.truth!r}); is the file for another survey?"
+            )
             continue
         if rec.answer is None:
             outcome.skipped_blank_answers += 1
             continue
-        rows.append({"participant": rec.participant, "experience": rec.experience, "question": item.position + 1,
-                     "truth": rec.truth, "answer": rec.answer})
+        rows.append(
+            {
+                "participant": rec.participant,
+                "experience": rec.experience,
+                "question": item.position + 1,
+                "truth": rec.truth,
+                "answer": rec.answer,
+            }
+        )
     if outcome.problems:
         return outcome
     if not rows:

@@ -34,18 +34,43 @@ class DemoSurvey:
         return participant_link(self.token)
 
 
-def create_demo_survey(n: int = DEFAULT_COUNT, *, model: str | Path | None = None, phantom_only: bool = False,
-                       size: int = DEFAULT_SIZE, seed: int = 0, steps: int | None = None, device: str | None = None,
-                       progress: Progress | None = None, cancel: threading.Event | None = None,
-                       url: str | None = None) -> DemoSurvey:
+def create_demo_survey(
+    n: int = DEFAULT_COUNT,
+    *,
+    model: str | Path | None = None,
+    phantom_only: bool = False,
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    steps: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    url: str | None = None,
+) -> DemoSurvey:
     """Build the demo images and store them as an open survey with is_demo=True; returns its token and title."""
-    images = build_demo_images(n, model=model, phantom_only=phantom_only, size=size, seed=seed, steps=steps,
-                               device=device, progress=progress, cancel=cancel)
+    images = build_demo_images(
+        n,
+        model=model,
+        phantom_only=phantom_only,
+        size=size,
+        seed=seed,
+        steps=steps,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+    )
     if progress:
         progress("saving", 0, 1)
-    token = create_image_survey(images.title, images.real, images.synthetic, is_demo=True, status=vocabulary.OPEN,
-                                url=url, real_provenance=images.real_provenance,
-                                synthetic_provenance=images.synthetic_provenance)
+    token = create_image_survey(
+        images.title,
+        images.real,
+        images.synthetic,
+        is_demo=True,
+        status=vocabulary.OPEN,
+        url=url,
+        real_provenance=images.real_provenance,
+        synthetic_provenance=images.synthetic_provenance,
+    )
     if progress:
         progress("saving", 1, 1)
     return DemoSurvey(token, images.title, images.mode, images.model_dir, n)

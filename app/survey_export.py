@@ -27,8 +27,20 @@ from renal_ldm.csv_cells import csv_text, restore_cell
 
 ANSWERS_FILE, ITEMS_FILE = "answers.csv", "items.csv"
 ITEM_COLUMNS = ("question", "public_id", "truth", "file")
-PROVENANCE_COLUMNS = ("source", "original_file", "folder", "library_sample", "model", "caption", "seed", "steps",
-                      "guidance", "scheduler", "eta", "phantom_seed")
+PROVENANCE_COLUMNS = (
+    "source",
+    "original_file",
+    "folder",
+    "library_sample",
+    "model",
+    "caption",
+    "seed",
+    "steps",
+    "guidance",
+    "scheduler",
+    "eta",
+    "phantom_seed",
+)
 NATIVE_COLUMNS = ("native_size", "native_format", "native_mode", "native_profile")
 NOT_RECORDED = "not recorded"
 """The source of an image of a survey made before provenance was recorded."""
@@ -49,8 +61,10 @@ def _item_row(item: repo.SurveyItem, origin: dict[str, Any]) -> list[Any]:
         "original_file": origin.get("file"),
         "folder": origin.get("folder"),
         "library_sample": origin.get("sample_id"),
-        **{key: origin.get(key) for key in ("model", "caption", "seed", "steps", "guidance", "scheduler", "eta",
-                                            "phantom_seed")},
+        **{
+            key: origin.get(key)
+            for key in ("model", "caption", "seed", "steps", "guidance", "scheduler", "eta", "phantom_seed")
+        },
     }
     row = [item.position + 1, item.public_id, item.truth, item.image_path.rsplit("/", 1)[-1]]
     row += ["" if values[c] is None else values[c] for c in PROVENANCE_COLUMNS]
@@ -61,8 +75,10 @@ def items_csv(survey_id: int) -> str:
     """Each item in survey order with its truth and provenance, every cell neutralised."""
     items = repo.survey_items_with_truth(survey_id)
     origins = items_provenance([i.image_path for i in items])
-    return csv_text(ITEM_COLUMNS + PROVENANCE_COLUMNS + NATIVE_COLUMNS,
-                    [_item_row(item, origin) for item, origin in zip(items, origins, strict=True)])
+    return csv_text(
+        ITEM_COLUMNS + PROVENANCE_COLUMNS + NATIVE_COLUMNS,
+        [_item_row(item, origin) for item, origin in zip(items, origins, strict=True)],
+    )
 
 
 def export_name(survey: repo.Survey) -> str:

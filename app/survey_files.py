@@ -53,8 +53,15 @@ class Upload(Protocol):
     def getvalue(self) -> bytes: ...
 
 
-def gather(source: str, what: str, n: int, *, uploads: Sequence[Upload] | None = None,
-           library_ids: Iterable[int] | None = None, folder: str | None = None) -> tuple[Files, list[str]]:
+def gather(
+    source: str,
+    what: str,
+    n: int,
+    *,
+    uploads: Sequence[Upload] | None = None,
+    library_ids: Iterable[int] | None = None,
+    folder: str | None = None,
+) -> tuple[Files, list[str]]:
     """(files, problems) of one half: `what` is 'real' or 'synthetic', `n` the number of images asked for.
 
     Only the input of the chosen source is read; a server folder holding more than `n` images gives a random
@@ -88,12 +95,14 @@ def folder_files(folder: str | os.PathLike, *, limit: int | None = None) -> File
         raise NotADirectoryError(f"{str(path)!r} is not a folder; expected a folder of images")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"folder {str(path)!r} holds no image files; expected files ending in "
-                         f"{', '.join(IMAGE_SUFFIXES)}")
+        raise ValueError(
+            f"folder {str(path)!r} holds no image files; expected files ending in {', '.join(IMAGE_SUFFIXES)}"
+        )
     if limit is not None and len(files) > limit:
         files = sorted(random.SystemRandom().sample(files, limit))
-    return [SourceFile(p.name, p.read_bytes(), {"source": FROM_FOLDER, "folder": str(path), "file": p.name})
-            for p in files]
+    return [
+        SourceFile(p.name, p.read_bytes(), {"source": FROM_FOLDER, "folder": str(path), "file": p.name}) for p in files
+    ]
 
 
 def library_files(sample_ids: Iterable[int]) -> tuple[Files, list[str]]:
@@ -106,8 +115,13 @@ def library_files(sample_ids: Iterable[int]) -> tuple[Files, list[str]]:
             if sample is None:  # deleted from the Library since it was picked (another tab, another user)
                 errors.append(f"Library sample #{sample_id}: no longer in the Library (deleted); pick another")
                 continue
-            provenance = {"source": FROM_LIBRARY, "sample_id": sample.id, "model": sample.model_name,
-                          "caption": sample.caption, **sampling_params(sample)}
+            provenance = {
+                "source": FROM_LIBRARY,
+                "sample_id": sample.id,
+                "model": sample.model_name,
+                "caption": sample.caption,
+                **sampling_params(sample),
+            }
             files.append(SourceFile(f"Library sample #{sample.id}", read_image_bytes(sample.image_path), provenance))
         except (ValueError, OSError) as exc:
             errors.append(f"Library sample #{sample_id}: cannot be read ({exc})")

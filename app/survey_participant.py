@@ -65,8 +65,10 @@ by a computer model. For each image, decide whether it is **Real** or **Syntheti
 STRATEGY_QUESTION = "Optional: did you notice any patterns, or use a strategy to decide?"
 THANK_YOU = "Thank you for taking part! Your answers have been saved. You can close this page now."
 NO_LINK = "This page is for survey participants. Please open the survey through the link you were given."
-PERSONAL_ADDRESS = ("This address is personal: bookmark this address to continue later; do not share it "
-                    "(anyone who opens it answers as you).")
+PERSONAL_ADDRESS = (
+    "This address is personal: bookmark this address to continue later; do not share it "
+    "(anyone who opens it answers as you)."
+)
 FULL = "This survey has all the participants it needs. Thank you for your interest."
 INVITATION_ONLY = "This survey is by personal invitation only. Please open the invitation link you were given."
 BAD_INVITATION = "This invitation link is not valid. Please check the address you were given."
@@ -74,9 +76,23 @@ BAD_SURVEY_LINK = "This survey link is not valid. Please check the address you w
 BAD_RESUME_LINK = "This resume link is not valid. Please open the survey through the link you were given."
 FAILURE = "Something went wrong on our side; your answers so far are saved. Please reload the page."
 
-STATIC_TEXTS = (REAL_LABEL, SYNTHETIC_LABEL, EXPERIENCE_QUESTION, INSTRUCTIONS, STRATEGY_QUESTION, THANK_YOU,
-                NO_LINK, PERSONAL_ADDRESS, FULL, INVITATION_ONLY, BAD_INVITATION, BAD_SURVEY_LINK, BAD_RESUME_LINK,
-                FAILURE, *EXPERIENCE_LABELS.values())
+STATIC_TEXTS = (
+    REAL_LABEL,
+    SYNTHETIC_LABEL,
+    EXPERIENCE_QUESTION,
+    INSTRUCTIONS,
+    STRATEGY_QUESTION,
+    THANK_YOU,
+    NO_LINK,
+    PERSONAL_ADDRESS,
+    FULL,
+    INVITATION_ONLY,
+    BAD_INVITATION,
+    BAD_SURVEY_LINK,
+    BAD_RESUME_LINK,
+    FAILURE,
+    *EXPERIENCE_LABELS.values(),
+)
 """Every fixed text of the participant page (tests subtract these when looking for leaked truth)."""
 
 
@@ -133,8 +149,11 @@ def enter_participant_mode(survey_only: bool) -> bool:
     query parameters are removed; survey-only mode makes every session one.
     """
     params = st.query_params
-    if survey_only or any(params.get(p) for p in (SURVEY_PARAM, RESUME_PARAM, INVITE_PARAM)) or st.session_state.get(
-            PARTICIPANT):
+    if (
+        survey_only
+        or any(params.get(p) for p in (SURVEY_PARAM, RESUME_PARAM, INVITE_PARAM))
+        or st.session_state.get(PARTICIPANT)
+    ):
         st.session_state[PARTICIPANT] = True
         return True
     return False
@@ -163,8 +182,13 @@ def keep_address(tokens: Tokens, screen: Screen) -> None:
         wanted = {RESUME_PARAM: screen.resume_token}
     else:
         st.session_state.pop(RESUME, None)  # unknown or stale: never offered again
-        wanted = ({INVITE_PARAM: tokens.invitation} if tokens.invitation
-                  else {SURVEY_PARAM: tokens.survey} if tokens.survey else {})
+        wanted = (
+            {INVITE_PARAM: tokens.invitation}
+            if tokens.invitation
+            else {SURVEY_PARAM: tokens.survey}
+            if tokens.survey
+            else {}
+        )
     if {k: st.query_params.get(k) for k in st.query_params} != wanted:
         st.query_params.from_dict(wanted)
 
@@ -215,8 +239,14 @@ def _participant_screen(resume_token: str, participant: repo.Participant) -> Scr
     item = repo.next_unanswered_item(resume_token)
     if item is None:
         return Screen("strategy", number=participant.total, total=participant.total, **mine)
-    return Screen("question", number=item.number, total=item.total, image=read_image_bytes(item.image_path),
-                  item_public_id=item.public_id, **mine)
+    return Screen(
+        "question",
+        number=item.number,
+        total=item.total,
+        image=read_image_bytes(item.image_path),
+        item_public_id=item.public_id,
+        **mine,
+    )
 
 
 def _start_screen(survey: repo.Survey, start_with: tuple[str, str]) -> Screen:

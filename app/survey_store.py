@@ -72,8 +72,11 @@ def _write_images(folder: Path, images: Sequence[tuple[bytes, Mapping[str, Any] 
     return paths
 
 
-def store_images(images: Sequence[tuple[bytes, str] | tuple[bytes, str, Mapping[str, Any] | None]], *,
-                 rng: random.Random | None = None) -> tuple[Path, list[tuple[str, str]]]:
+def store_images(
+    images: Sequence[tuple[bytes, str] | tuple[bytes, str, Mapping[str, Any] | None]],
+    *,
+    rng: random.Random | None = None,
+) -> tuple[Path, list[tuple[str, str]]]:
     """Write (png, truth[, provenance]) under opaque names in a new folder; returns (folder, [(image_path, truth)]).
 
     The items come back in a random order (their survey positions), so question numbers say nothing about the
@@ -94,15 +97,23 @@ def _aligned(pngs: Sequence[bytes], provenance: Sequence[Mapping[str, Any]] | No
     if provenance is None:
         return [None] * len(pngs)
     if len(provenance) != len(pngs):
-        raise ValueError(f"{what} provenance must give one record per image: {len(provenance)} records for "
-                         f"{len(pngs)} images")
+        raise ValueError(
+            f"{what} provenance must give one record per image: {len(provenance)} records for {len(pngs)} images"
+        )
     return list(provenance)
 
 
-def create_image_survey(title: str, real: Sequence[bytes], synthetic: Sequence[bytes], *, is_demo: bool = False,
-                        status: str = vocabulary.OPEN, url: str | None = None,
-                        real_provenance: Sequence[Mapping[str, Any]] | None = None,
-                        synthetic_provenance: Sequence[Mapping[str, Any]] | None = None) -> str:
+def create_image_survey(
+    title: str,
+    real: Sequence[bytes],
+    synthetic: Sequence[bytes],
+    *,
+    is_demo: bool = False,
+    status: str = vocabulary.OPEN,
+    url: str | None = None,
+    real_provenance: Sequence[Mapping[str, Any]] | None = None,
+    synthetic_provenance: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
     """Store normalised PNGs and create the survey (db.repository.create_survey); returns its token.
 
     `*_provenance` give one record per image (where it came from, for the export). Nothing is left behind
@@ -111,8 +122,10 @@ def create_image_survey(title: str, real: Sequence[bytes], synthetic: Sequence[b
     if not real and not synthetic:
         raise ValueError("a survey needs images: got no real and no synthetic images")
     items = [(p, vocabulary.REAL, o) for p, o in zip(real, _aligned(real, real_provenance, "real"), strict=True)]
-    items += [(p, vocabulary.SYNTHETIC, o)
-              for p, o in zip(synthetic, _aligned(synthetic, synthetic_provenance, "synthetic"), strict=True)]
+    items += [
+        (p, vocabulary.SYNTHETIC, o)
+        for p, o in zip(synthetic, _aligned(synthetic, synthetic_provenance, "synthetic"), strict=True)
+    ]
     folder, stored = store_images(items)
     try:
         return repository.create_survey(title, stored, is_demo=is_demo, status=status, url=url)
@@ -121,8 +134,9 @@ def create_image_survey(title: str, real: Sequence[bytes], synthetic: Sequence[b
         raise
 
 
-def duplicate_image_survey(survey_id: int, *, title: str | None = None, status: str = vocabulary.DRAFT,
-                           url: str | None = None) -> str:
+def duplicate_image_survey(
+    survey_id: int, *, title: str | None = None, status: str = vocabulary.DRAFT, url: str | None = None
+) -> str:
     """A new survey with copies of the source's images (each with a new stamp, so no bytes are shared), the same
     truths, positions and provenance, and no participants; returns its token. Nothing is left on failure."""
     items = repository.survey_items_with_truth(survey_id, url=url)

@@ -29,7 +29,7 @@ def main() -> int:
 
     from renal_ldm.captions import GENERATING_CAPTION
     from renal_ldm.paths import demo_model_dir
-    from renal_ldm.sample import SampleRequest, Sampler
+    from renal_ldm.sample import Sampler, SampleRequest
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(demo_model_dir()))
@@ -38,8 +38,10 @@ def main() -> int:
     parser.add_argument("--skip-naive-batch", action="store_true", help="skip the slow naive batch-4 run")
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"load {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     started = time.perf_counter()
     sampler = Sampler.from_dir(args.model, device="cpu")
     load_s = time.perf_counter() - started
@@ -48,8 +50,17 @@ def main() -> int:
 
     def product(n: int, steps: int, scheduler: str) -> float:
         t = time.perf_counter()
-        sampler.sample(SampleRequest(caption=GENERATING_CAPTION, n=n, seed=0, steps=steps, scheduler=scheduler,
-                                     size=args.size, batch_size=min(n, 4)))
+        sampler.sample(
+            SampleRequest(
+                caption=GENERATING_CAPTION,
+                n=n,
+                seed=0,
+                steps=steps,
+                scheduler=scheduler,
+                size=args.size,
+                batch_size=min(n, 4),
+            )
+        )
         return time.perf_counter() - t
 
     def naive(n: int, steps: int) -> float:
@@ -71,10 +82,14 @@ def main() -> int:
         keep("naive ddim50 n4", naive(4, 50))
 
     print(f"\nfirst {args.size} px image (n = 1), model load excluded:")
-    print(f"  DDIM 50 steps:          product {best['product ddim50 n1']:6.2f} s   naive {best['naive ddim50 n1']:6.2f} s"
-          f"   ratio {best['naive ddim50 n1'] / best['product ddim50 n1']:.2f}x   target <= 20 s")
-    print(f"  DPM-Solver++ 20 steps:  product {best['product dpmpp20 n1']:6.2f} s"
-          f"   (naive DDIM-50 {best['naive ddim50 n1']:.2f} s)   target <= 8 s")
+    print(
+        f"  DDIM 50 steps:          product {best['product ddim50 n1']:6.2f} s   naive {best['naive ddim50 n1']:6.2f} s"
+        f"   ratio {best['naive ddim50 n1'] / best['product ddim50 n1']:.2f}x   target <= 20 s"
+    )
+    print(
+        f"  DPM-Solver++ 20 steps:  product {best['product dpmpp20 n1']:6.2f} s"
+        f"   (naive DDIM-50 {best['naive ddim50 n1']:.2f} s)   target <= 8 s"
+    )
     p4 = 4 / best["product ddim50 n4"]
     line = f"\nbatch 4, DDIM 50 steps: product {p4:.3f} images/s"
     if "naive ddim50 n4" in best:

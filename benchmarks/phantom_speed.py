@@ -81,23 +81,32 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = folder_mb(tmp / "multi")
 
     rate = args.n / seconds
-    print(f"phantom data set: {args.n} pairs of {args.size} px, {args.workers} worker(s): "
-          f"{seconds:.1f} s, {rate:.1f} pairs/s, {size_mb:.0f} MiB written")
-    print(f"CPU: {1000 * cpu / args.n:.0f} ms per pair (all processes); {cpu / args.workers:.1f} s of wall time "
-          f"if {args.workers} cores were free (1-min load average at start: {load:.1f} on {os.cpu_count()} cores)")
+    print(
+        f"phantom data set: {args.n} pairs of {args.size} px, {args.workers} worker(s): "
+        f"{seconds:.1f} s, {rate:.1f} pairs/s, {size_mb:.0f} MiB written"
+    )
+    print(
+        f"CPU: {1000 * cpu / args.n:.0f} ms per pair (all processes); {cpu / args.workers:.1f} s of wall time "
+        f"if {args.workers} cores were free (1-min load average at start: {load:.1f} on {os.cpu_count()} cores)"
+    )
     projected = TARGET_PAIRS / rate
     if args.size == 256:
         verdict = "PASS" if projected <= TARGET_SECONDS else "FAIL"
-        print(f"target: {TARGET_PAIRS} pairs of 256 px in <= {TARGET_SECONDS:.0f} s -> "
-              f"{projected:.1f} s ({verdict})")
-    print(f"baseline, {args.n} blank pairs with the same PNG settings: {blank:.2f} s -> "
-          f"phantom / blank = {seconds / blank:.1f}x")
+        print(f"target: {TARGET_PAIRS} pairs of 256 px in <= {TARGET_SECONDS:.0f} s -> {projected:.1f} s ({verdict})")
+    print(
+        f"baseline, {args.n} blank pairs with the same PNG settings: {blank:.2f} s -> "
+        f"phantom / blank = {seconds / blank:.1f}x"
+    )
     if single is not None:
         single_rate = args.single_n / single
-        print(f"baseline, single worker on {args.single_n} pairs: {single:.1f} s, {single_rate:.1f} pairs/s -> "
-              f"{args.workers}-worker speed-up = {rate / single_rate:.2f}x")
-    print(f"peak RSS: this process {peak_rss_mb(resource.RUSAGE_SELF):.0f} MiB, "
-          f"largest worker {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MiB")
+        print(
+            f"baseline, single worker on {args.single_n} pairs: {single:.1f} s, {single_rate:.1f} pairs/s -> "
+            f"{args.workers}-worker speed-up = {rate / single_rate:.2f}x"
+        )
+    print(
+        f"peak RSS: this process {peak_rss_mb(resource.RUSAGE_SELF):.0f} MiB, "
+        f"largest worker {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MiB"
+    )
     return 0
 
 

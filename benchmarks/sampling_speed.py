@@ -52,8 +52,9 @@ def naive_sample(model, encoder, caption: str, n: int, seed: int, steps: int, gu
     uncond = encoder.encode([""]).expand(n, -1, -1).clone()
     side = size // model.config.autoencoder.downsampling_factor
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-    latents = torch.cat([torch.randn((1, model.config.autoencoder.latent_channels, side, side), generator=g)
-                         for g in gens])
+    latents = torch.cat(
+        [torch.randn((1, model.config.autoencoder.latent_channels, side, side), generator=g) for g in gens]
+    )
     sched = build_sampling_scheduler("ddim", model.noise_scheduler.config)
     sched.set_timesteps(steps)
     latents = latents * sched.init_noise_sigma
@@ -82,14 +83,23 @@ def _runner(mode: str, model_dir: Path, args):
     encoder.encode([""])
     n = args.batch
     if mode == "naive":
-        return lambda steps: naive_sample(model, encoder, GENERATING_CAPTION, n, args.seed, steps, args.guidance,
-                                          args.size)
-    sampler = Sampler(model, device="cpu", channels_last=mode != "product-nchw",
-                      cache_context=mode != "product-nocache")
+        return lambda steps: naive_sample(
+            model, encoder, GENERATING_CAPTION, n, args.seed, steps, args.guidance, args.size
+        )
+    sampler = Sampler(
+        model, device="cpu", channels_last=mode != "product-nchw", cache_context=mode != "product-nocache"
+    )
 
     def run(steps):
-        request = SampleRequest(caption=GENERATING_CAPTION, n=n, seed=args.seed, steps=steps,
-                                guidance=args.guidance, size=args.size, batch_size=n)
+        request = SampleRequest(
+            caption=GENERATING_CAPTION,
+            n=n,
+            seed=args.seed,
+            steps=steps,
+            guidance=args.guidance,
+            size=args.size,
+            batch_size=n,
+        )
         return np.stack([r.array for r in sampler.sample(request)])
 
     return run
@@ -102,7 +112,8 @@ def memory_worker(args) -> None:
     images = run(args.steps)
     np.save(Path(args.out) / f"{args.mode}.npy", images)
     (Path(args.out) / f"{args.mode}.json").write_text(
-        json.dumps({"rss_loaded_mb": rss_loaded, "peak_rss_mb": _peak_rss_mb()}))
+        json.dumps({"rss_loaded_mb": rss_loaded, "peak_rss_mb": _peak_rss_mb()})
+    )
 
 
 def main() -> int:
@@ -114,13 +125,20 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="timed rounds; variants alternate within a round and the fastest run of each counts "
-                             "(fair on a CPU shared with other work)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="timed rounds; variants alternate within a round and the fastest run of each counts "
+        "(fair on a CPU shared with other work)",
+    )
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--profile-rows", type=int, default=12)
-    parser.add_argument("--ablation", action="store_true",
-                        help="also time the product without channels_last and without the text K/V cache")
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also time the product without channels_last and without the text K/V cache",
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads for every variant (default: torch's)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -146,18 +164,39 @@ def main() -> int:
             model_dir, origin = demo_model_dir(), f"shipped demo model {demo_model_dir()}"
         else:
             model_dir = _random_checkpoint(args.config, tmp / "model")
-            origin = (f"RANDOMLY INITIALISED {args.config}-config weights (no trained model at {demo_model_dir()}); "
-                      "speed and memory are representative, the images are noise")
+            origin = (
+                f"RANDOMLY INITIALISED {args.config}-config weights (no trained model at {demo_model_dir()}); "
+                "speed and memory are representative, the images are noise"
+            )
         print(f"model: {origin}")
-        print(f"setting: {args.batch} images of {args.size} px, DDIM {args.steps} steps, guidance {args.guidance}, "
-              f"CPU, {torch.get_num_threads()} torch threads")
+        print(
+            f"setting: {args.batch} images of {args.size} px, DDIM {args.steps} steps, guidance {args.guidance}, "
+            f"CPU, {torch.get_num_threads()} torch threads"
+        )
 
         # Peak memory: each variant alone in a fresh process.
         memory = {}
         for mode in ("naive", "product"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--model-dir", str(model_dir), "--out", str(tmp),
-                   "--size", str(args.size), "--steps", str(args.steps), "--batch", str(args.batch),
-                   "--guidance", str(args.guidance), "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--model-dir",
+                str(model_dir),
+                "--out",
+                str(tmp),
+                "--size",
+                str(args.size),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--guidance",
+                str(args.guidance),
+                "--seed",
+                str(args.seed),
+            ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
@@ -192,19 +231,29 @@ def main() -> int:
         print(f"{mode:<14}{rate[mode]:>10.3f}{min(times[mode]):>9.2f}{runs:>24}{min(cpu[mode]):>8.2f}{peak}")
     ratio = rate["product"] / rate["naive"]
     diff = np.abs(images["product"].astype(int) - images["naive"].astype(int))
-    print(f"\nspeed ratio product / naive: {ratio:.2f}x wall clock (target >= 1.6 on CPU at batch 4); "
-          f"{cpu_rate['product'] / cpu_rate['naive']:.2f}x in CPU time (steadier on a shared machine, and with "
-          "--threads 1 free of thread-barrier spinning)")
+    print(
+        f"\nspeed ratio product / naive: {ratio:.2f}x wall clock (target >= 1.6 on CPU at batch 4); "
+        f"{cpu_rate['product'] / cpu_rate['naive']:.2f}x in CPU time (steadier on a shared machine, and with "
+        "--threads 1 free of thread-barrier spinning)"
+    )
     if "product-nchw" in rate:
-        print(f"channels_last gain (product / product-nchw): {rate['product'] / rate['product-nchw']:.2f}x wall, "
-              f"{cpu_rate['product'] / cpu_rate['product-nchw']:.2f}x CPU")
-        print(f"text K/V cache gain (product / product-nocache): {rate['product'] / rate['product-nocache']:.2f}x "
-              f"wall, {cpu_rate['product'] / cpu_rate['product-nocache']:.2f}x CPU")
-    print(f"max |pixel difference| product vs naive: {int(diff.max())} (uint8 levels), "
-          f"{(diff > 0).mean():.4%} of values differ")
+        print(
+            f"channels_last gain (product / product-nchw): {rate['product'] / rate['product-nchw']:.2f}x wall, "
+            f"{cpu_rate['product'] / cpu_rate['product-nchw']:.2f}x CPU"
+        )
+        print(
+            f"text K/V cache gain (product / product-nocache): {rate['product'] / rate['product-nocache']:.2f}x "
+            f"wall, {cpu_rate['product'] / cpu_rate['product-nocache']:.2f}x CPU"
+        )
+    print(
+        f"max |pixel difference| product vs naive: {int(diff.max())} (uint8 levels), "
+        f"{(diff > 0).mean():.4%} of values differ"
+    )
     naive_mb, product_mb = memory["naive"]["peak_rss_mb"], memory["product"]["peak_rss_mb"]
-    print(f"peak RSS: product {product_mb:.0f} MB vs naive {naive_mb:.0f} MB ({product_mb / naive_mb:.2f}x); "
-          f"after loading model + text encoder: {memory['product']['rss_loaded_mb']:.0f} MB")
+    print(
+        f"peak RSS: product {product_mb:.0f} MB vs naive {naive_mb:.0f} MB ({product_mb / naive_mb:.2f}x); "
+        f"after loading model + text encoder: {memory['product']['rss_loaded_mb']:.0f} MB"
+    )
     print(f"\nwhere the product sampler's time goes ({args.profile_steps} steps + decode, top ops by self CPU):")
     print(table)
     return 0
@@ -221,9 +270,14 @@ def _random_checkpoint(config_name: str, path: Path) -> Path:
     config = get_config(config_name)
     dim = get_text_encoder(config.text_encoder).dim
     torch.manual_seed(0)
-    model = LatentDiffusionModel(config=config, vae=build_vae(config), unet=build_unet(config, dim),
-                                 noise_scheduler=build_noise_scheduler(config), text_encoder=config.text_encoder,
-                                 context_dim=dim)
+    model = LatentDiffusionModel(
+        config=config,
+        vae=build_vae(config),
+        unet=build_unet(config, dim),
+        noise_scheduler=build_noise_scheduler(config),
+        text_encoder=config.text_encoder,
+        context_dim=dim,
+    )
     with torch.no_grad():  # diffusers zero-initialises output convs: give every weight some signal
         g = torch.Generator().manual_seed(1)
         for p in model.unet.parameters():

@@ -19,8 +19,8 @@ What it does, all with the product's own code and nothing off this machine:
   one image, must be 0), participants not finished; answers never given because a browser failed are counted
   apart and make the run fail too.
 Prints p50 / p95 / max latency, answers per second, the app server's CPU time (how many cores it kept
-busy), the 1-minute load average before and after, and the ratio of the concurrent p50 to the baseline p50 (same process, same server). Exit status 1 when an answer is
-lost or duplicated or a participant did not finish.
+busy), the 1-minute load average before and after, and the ratio of the concurrent p50 to the baseline p50
+(same process, same server). Exit status 1 when an answer is lost or duplicated or a participant did not finish.
 
 The latency includes the browser's own work: on a small machine the N Chromium renderers share the cores with
 the server, so read the figures beside the load printed with them.
@@ -47,7 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
-from helpers import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server
+from helpers import CHROMIUM, CHROMIUM_ARGS, start_app_server, stop_app_server  # noqa: E402  (path set above)
 
 MAX_PARTICIPANTS = 60
 CLICK_TIMEOUT_S = 20.0  # a click that did not advance the page by then is repeated (at most CLICK_TRIES times)
@@ -76,7 +76,11 @@ def create_survey(images: int, env: dict[str, str]) -> str:
         raise SystemExit(f"--images must be an even number >= 2 (half real, half synthetic), got {images}")
     done = subprocess.run(
         [sys.executable, "-m", "renal_ldm", "survey-demo", "--phantom-only", "--n", str(images // 2), "--no-progress"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     match = re.search(r"participant link: \?survey=(\S+)", done.stdout)
     if done.returncode != 0 or match is None:
@@ -99,8 +103,11 @@ async def take_survey(browser, link: str, images: int, think: float, run: Run) -
         run.resume_token = parse_qs(urlsplit(page.url).query)["resume"][0]
         for number in range(1, images + 1):
             label = rng.choice(["Real", "Synthetic"])
-            after = (page.get_by_text(f"{number + 1} / {images}", exact=True) if number < images
-                     else page.get_by_text("did you notice any patterns", exact=False))
+            after = (
+                page.get_by_text(f"{number + 1} / {images}", exact=True)
+                if number < images
+                else page.get_by_text("did you notice any patterns", exact=False)
+            )
             for attempt in range(CLICK_TRIES):
                 # A person clicks a settled page: mid-redraw Streamlit still shows the previous image's buttons.
                 await page.wait_for_function(APP_IDLE_JS)
@@ -154,8 +161,12 @@ async def drive(link: str, images: int, participants: int, think: float, server_
             load_after, cpu_end = os.getloadavg()[0], cpu_seconds(server_pid)
         finally:
             await browser.close()
-    return {"alone": alone, "together": together, "load": (load_before, load_after),
-            "server_cpu": (cpu_between - cpu_start, cpu_end - cpu_between)}
+    return {
+        "alone": alone,
+        "together": together,
+        "load": (load_before, load_after),
+        "server_cpu": (cpu_between - cpu_start, cpu_end - cpu_between),
+    }
 
 
 def database_check(token: str, url: str, runs: list[Run], images: int) -> dict[str, int]:
@@ -190,7 +201,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--participants", type=int, default=20, help=f"at once (default 20, at most {MAX_PARTICIPANTS})")
+    parser.add_argument(
+        "--participants", type=int, default=20, help=f"at once (default 20, at most {MAX_PARTICIPANTS})"
+    )
     parser.add_argument("--images", type=int, default=40, help="images in the survey (even; default 40)")
     parser.add_argument("--database-url", help="database (default: a fresh SQLite file in a temporary data dir)")
     parser.add_argument("--think", type=float, default=0.5, help="seconds a participant looks before clicking")
@@ -213,7 +226,9 @@ def main() -> int:
     server = start_app_server(home, extra_env={"DATABASE_URL": url, "RENAL_LDM_SURVEY_ONLY": "1"})
     try:
         link = f"{server.url}/?survey={token}"
-        result = asyncio.run(asyncio.wait_for(drive(link, args.images, args.participants, args.think, server.process.pid), args.timeout))
+        result = asyncio.run(
+            asyncio.wait_for(drive(link, args.images, args.participants, args.think, server.process.pid), args.timeout)
+        )
     finally:
         stop_app_server(server)
     check = database_check(token, url, result["alone"][0] + result["together"][0], args.images)
@@ -226,22 +241,30 @@ def main() -> int:
     errors = [f"participant {r.index}: {r.error}" for r in alone + together if r.error]
     print(f"\n{args.participants} participants x {args.images} images at once (think {args.think} s per image)")
     print(f"1-min load: {result['load'][0]:.2f} before, {result['load'][1]:.2f} after the concurrent phase")
-    phases = (("alone", base, alone_s, alone, result["server_cpu"][0]),
-              ("at once", all_, together_s, together, result["server_cpu"][1]))
+    phases = (
+        ("alone", base, alone_s, alone, result["server_cpu"][0]),
+        ("at once", all_, together_s, together, result["server_cpu"][1]),
+    )
     for name, values, seconds, runs, server_cpu in phases:
         if values:
-            print(f"{name:>8}: click-to-next p50 {statistics.median(values) * 1000:.0f} ms, "
-                  f"p95 {percentile(values, 0.95) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms; "
-                  f"{len(values)} answers in {seconds:.1f} s (start to finish) = {len(values) / seconds:.1f} answers/s; "
-                  f"repeated clicks {sum(r.repeated_clicks for r in runs)}; "
-                  f"server CPU {server_cpu:.1f} s ({server_cpu / seconds:.2f} cores, "
-                  f"{server_cpu / len(values) * 1000:.0f} ms per answer)")
+            print(
+                f"{name:>8}: click-to-next p50 {statistics.median(values) * 1000:.0f} ms, "
+                f"p95 {percentile(values, 0.95) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms; "
+                f"{len(values)} answers in {seconds:.1f} s (start to finish) = {len(values) / seconds:.1f} answers/s; "
+                f"repeated clicks {sum(r.repeated_clicks for r in runs)}; "
+                f"server CPU {server_cpu:.1f} s ({server_cpu / seconds:.2f} cores, "
+                f"{server_cpu / len(values) * 1000:.0f} ms per answer)"
+            )
     if base and all_:
-        print(f"   ratio: p50 at once / p50 alone = {statistics.median(all_) / statistics.median(base):.2f}x, "
-              f"p95 = {percentile(all_, 0.95) / percentile(base, 0.95):.2f}x")
-    print(f"database: {check['stored']} of {check['expected']} answers stored (baseline included); lost "
-          f"{check['lost']} (the page went on, no row), duplicates {check['duplicates']}, participants not finished "
-          f"{check['not_finished']}, never answered {check['unanswered']} (browser errors below)")
+        print(
+            f"   ratio: p50 at once / p50 alone = {statistics.median(all_) / statistics.median(base):.2f}x, "
+            f"p95 = {percentile(all_, 0.95) / percentile(base, 0.95):.2f}x"
+        )
+    print(
+        f"database: {check['stored']} of {check['expected']} answers stored (baseline included); lost "
+        f"{check['lost']} (the page went on, no row), duplicates {check['duplicates']}, participants not finished "
+        f"{check['not_finished']}, never answered {check['unanswered']} (browser errors below)"
+    )
     for line in errors:
         print(f"error: {line}")
     clean = check["stored"] == check["expected"] and not check["duplicates"] and not check["not_finished"]

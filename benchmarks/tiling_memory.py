@@ -66,8 +66,13 @@ def write_slide(path: Path, side: int) -> None:
         for i, ds in enumerate((1, 4, 16)):
             n = side // ds
             tw.write(
-                tiles(side, ds), shape=(n, n, 3), dtype=np.uint8, tile=(TILE, TILE), photometric="rgb",
-                compression="jpeg", subfiletype=1 if i else 0,
+                tiles(side, ds),
+                shape=(n, n, 3),
+                dtype=np.uint8,
+                tile=(TILE, TILE),
+                photometric="rgb",
+                compression="jpeg",
+                subfiletype=1 if i else 0,
             )
 
 
@@ -99,8 +104,10 @@ def main() -> None:
         write_slide(slide, args.side)
         write_mask(mask, args.side)
         gen_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"slide {args.side}^2 written in {time.perf_counter() - t:.1f} s ({slide.stat().st_size / 2**20:.0f} MiB "
-              f"on disk, generator peak RSS {gen_rss:.0f} MiB)")
+        print(
+            f"slide {args.side}^2 written in {time.perf_counter() - t:.1f} s ({slide.stat().st_size / 2**20:.0f} MiB "
+            f"on disk, generator peak RSS {gen_rss:.0f} MiB)"
+        )
         decoded = args.side * args.side * 3 / 2**20
         _, _, _, base = run_child("baseline", slide, work / "unused", mask)
         print(f"decoded level 0 would be {decoded:.0f} MiB; baseline (import + open) peak RSS {base / 1024:.0f} MiB")

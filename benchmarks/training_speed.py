@@ -38,8 +38,11 @@ def _dataset(n: int, size: int):
 
     from renal_ldm.captions import GENERATING_CAPTION, HEADER
 
-    captions = [GENERATING_CAPTION, HEADER + "\nThe image shows a low amount of Tubuli.",
-                HEADER + "\nThere is a lot of Arteries visible in the image."]
+    captions = [
+        GENERATING_CAPTION,
+        HEADER + "\nThe image shows a low amount of Tubuli.",
+        HEADER + "\nThere is a lot of Arteries visible in the image.",
+    ]
 
     class Smooth(Dataset):
         def __init__(self):
@@ -73,12 +76,18 @@ def worker(args) -> None:
 
         torch.manual_seed(0)
         vae_dir = save_model(out / "vae", LatentDiffusionModel(config=config, vae=build_vae(config)))
-        settings = LDMTrainSettings(max_steps=total, batch_size=args.batch, checkpoint_every=0, progress=False,
-                                    latent_cache_mb=0 if args.mode == "product-nocache" else 1024)
+        settings = LDMTrainSettings(
+            max_steps=total,
+            batch_size=args.batch,
+            checkpoint_every=0,
+            progress=False,
+            latent_cache_mb=0 if args.mode == "product-nocache" else 1024,
+        )
         run = out / args.mode
-        train_ldm(_dataset(args.images or args.batch, args.size), run, vae=vae_dir, settings=settings,
-                  log=lambda m: None)
-        rates = [line["samples_per_s"] for line in read_jsonl(run / "metrics.jsonl")][args.warmup:]
+        train_ldm(
+            _dataset(args.images or args.batch, args.size), run, vae=vae_dir, settings=settings, log=lambda m: None
+        )
+        rates = [line["samples_per_s"] for line in read_jsonl(run / "metrics.jsonl")][args.warmup :]
     else:
         encoder = get_text_encoder(config.text_encoder)
         torch.manual_seed(0)
@@ -94,15 +103,23 @@ def worker(args) -> None:
             noise = torch.randn_like(latents)
             t = torch.randint(0, 1000, (args.batch,))
             loss = torch.nn.functional.mse_loss(
-                unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=context).sample, noise)
+                unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=context).sample, noise
+            )
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             rates.append(args.batch / (time.perf_counter() - t0))
-        rates = rates[args.warmup:]
-    (out / f"{args.mode}.json").write_text(json.dumps({
-        "samples_per_s": statistics.median(rates), "all": rates, "peak_rss_mb": _peak_rss_mb(),
-        "threads": torch.get_num_threads()}))
+        rates = rates[args.warmup :]
+    (out / f"{args.mode}.json").write_text(
+        json.dumps(
+            {
+                "samples_per_s": statistics.median(rates),
+                "all": rates,
+                "peak_rss_mb": _peak_rss_mb(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -111,8 +128,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, help="image side (default: the config's)")
     parser.add_argument("--steps", type=int, default=8, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=6,
-                        help="untimed first steps (they also fill the latent cache: images x 4 flips)")
+    parser.add_argument(
+        "--warmup", type=int, default=6, help="untimed first steps (they also fill the latent cache: images x 4 flips)"
+    )
     parser.add_argument("--images", type=int, help="distinct training images (default: --batch)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in both variants (default: torch's)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -129,16 +147,36 @@ def main() -> int:
             torch.set_num_threads(args.threads)
         worker(args)
         return 0
-    print(f"setting: {args.config} config, batch {args.batch}, {args.size} px, {args.steps} timed steps after "
-          f"{args.warmup} warm-up (median counts), fp32 CPU, threads {args.threads or 'default'}, "
-          "randomly initialised weights")
+    print(
+        f"setting: {args.config} config, batch {args.batch}, {args.size} px, {args.steps} timed steps after "
+        f"{args.warmup} warm-up (median counts), fp32 CPU, threads {args.threads or 'default'}, "
+        "randomly initialised weights"
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="renal-ldm-train-bench-") as tmp:
         for mode in ("bare", "product", "product-nocache"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--out", tmp, "--config", args.config,
-                   "--batch", str(args.batch), "--size", str(args.size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else []) \
+            cmd = (
+                [
+                    sys.executable,
+                    __file__,
+                    "--mode",
+                    mode,
+                    "--out",
+                    tmp,
+                    "--config",
+                    args.config,
+                    "--batch",
+                    str(args.batch),
+                    "--size",
+                    str(args.size),
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                ]
+                + (["--threads", str(args.threads)] if args.threads else [])
                 + (["--images", str(args.images)] if args.images else [])
+            )
             subprocess.run(cmd, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
             results[mode] = json.loads((Path(tmp) / f"{mode}.json").read_text())
     print(f"\n{'variant':<10}{'samples/s':>11}{'peak RSS':>11}   per-step samples/s")
@@ -146,11 +184,14 @@ def main() -> int:
         per_step = ", ".join(f"{x:.2f}" for x in r["all"])
         print(f"{mode:<10}{r['samples_per_s']:>11.2f}{r['peak_rss_mb']:>9.0f}MB   {per_step}")
     bare, product = results["bare"], results["product"]
-    print(f"\nproduct / bare samples/s: {product['samples_per_s'] / bare['samples_per_s']:.2f}x "
-          "(1.0 = no loop overhead)")
+    print(
+        f"\nproduct / bare samples/s: {product['samples_per_s'] / bare['samples_per_s']:.2f}x (1.0 = no loop overhead)"
+    )
     nocache = results["product-nocache"]
-    print(f"latent cache gain (product / product-nocache): {product['samples_per_s'] / nocache['samples_per_s']:.2f}x "
-          "(without it every batch goes through the frozen VQ encoder)")
+    print(
+        f"latent cache gain (product / product-nocache): {product['samples_per_s'] / nocache['samples_per_s']:.2f}x "
+        "(without it every batch goes through the frozen VQ encoder)"
+    )
     print(f"peak RSS product / bare: {product['peak_rss_mb'] / bare['peak_rss_mb']:.2f}x")
     return 0
 

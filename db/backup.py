@@ -234,14 +234,16 @@ def restore(archive: str | Path, *, url: str | None = None, force: bool = False)
         home = data_home()
         target = _sqlite_path(parsed) if engine == "sqlite" else None
         db_staging_dir = target.parent if target is not None else home
-        with tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=home) as files_dir, \
-                tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=db_staging_dir) as db_dir:
+        with (
+            tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=home) as files_dir,
+            tempfile.TemporaryDirectory(prefix=STAGING_PREFIX, dir=db_staging_dir) as db_dir,
+        ):
             staged = _extract_verified(archive, tar, manifest, Path(files_dir), Path(db_dir))
             staged_db = staged.pop(manifest["database"])
             if target is not None:
                 _check_sqlite_file(archive, staged_db, manifest["revision"])
             for name, path in staged.items():  # files first: a restored row never points at a missing file
-                dest = home / name[len(FILES_PREFIX):]
+                dest = home / name[len(FILES_PREFIX) :]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, dest)
             if target is not None:
@@ -303,8 +305,11 @@ def _check_manifest(archive: Path, manifest: Any) -> None:
     if engine not in DATABASE_MEMBERS or manifest.get("database") != DATABASE_MEMBERS[engine]:
         raise BackupError(f"{archive}: manifest names engine {engine!r}; expected one of {sorted(DATABASE_MEMBERS)}")
     if not isinstance(members, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("path"), str) and isinstance(m.get("size"), int)
-        and isinstance(m.get("sha256"), str) for m in members
+        isinstance(m, dict)
+        and isinstance(m.get("path"), str)
+        and isinstance(m.get("size"), int)
+        and isinstance(m.get("sha256"), str)
+        for m in members
     ):
         raise BackupError(f"{archive}: manifest members are not a list of path, size and sha256")
     names = [m["path"] for m in members]
@@ -321,8 +326,11 @@ def _check_manifest(archive: Path, manifest: Any) -> None:
 def _safe_file_member(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return (
-        name.startswith(FILES_PREFIX) and "\\" not in name and not name.startswith("/")
-        and len(parts) > 1 and all(p not in ("", ".", "..") for p in parts)
+        name.startswith(FILES_PREFIX)
+        and "\\" not in name
+        and not name.startswith("/")
+        and len(parts) > 1
+        and all(p not in ("", ".", "..") for p in parts)
     )
 
 
@@ -350,7 +358,8 @@ def _extract_verified(
             want = expected[info.name]
             if size != want["size"] or digest.hexdigest() != want["sha256"]:
                 raise BackupError(
-                    f"{archive} is damaged: member {info.name!r} has {size} bytes, sha256 {digest.hexdigest()[:12]}..., "
+                    f"{archive} is damaged: member {info.name!r} has {size} bytes, "
+                    f"sha256 {digest.hexdigest()[:12]}..., "
                     f"its manifest says {want['size']} bytes, sha256 {want['sha256'][:12]}..."
                 )
             staged[info.name] = dest
@@ -443,13 +452,17 @@ def _product_row_count(parsed: URL) -> int:
     try:
         with engine.connect() as connection:
             if parsed.get_backend_name() == "sqlite":
-                names = connection.scalars(text("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                                "AND name NOT LIKE 'sqlite_%'")).all()
+                names = connection.scalars(
+                    text("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                ).all()
             else:
                 names = connection.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
             quote = connection.dialect.identifier_preparer.quote
-            return sum(connection.scalar(text(f"SELECT count(*) FROM {quote(n)}")) or 0
-                       for n in names if n != "alembic_version")
+            return sum(
+                connection.scalar(text(f"SELECT count(*) FROM {quote(n)}")) or 0
+                for n in names
+                if n != "alembic_version"
+            )
     finally:
         engine.dispose()
 
@@ -458,9 +471,15 @@ def _pg_other_sessions(parsed: URL) -> int:
     engine = create_engine(parsed, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            return connection.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )) or 0
+            return (
+                connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                or 0
+            )
     finally:
         engine.dispose()
 
@@ -519,6 +538,18 @@ def _pg_restore(parsed: URL, dump: Path, work_dir: Path) -> None:
     uri, env = _pg_connection(parsed)
     drop = work_dir / "drop_old.sql"
     drop.write_text(_PG_DROP_OLD, encoding="utf-8")
-    args = [_pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-            "-f", str(drop), "-f", str(dump), "--dbname", uri]
+    args = [
+        _pg_tool("psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "-f",
+        str(drop),
+        "-f",
+        str(dump),
+        "--dbname",
+        uri,
+    ]
     _run_pg(args, env, "restore (psql)", parsed)

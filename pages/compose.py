@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from app.plain import literal
 from app import state
 from app.compose import (
     FREE_TEXT_KEY,
@@ -17,6 +16,7 @@ from app.compose import (
     widget_state_for_caption,
 )
 from app.pages_registry import page_file
+from app.plain import literal
 from db import repository as repo
 from renal_ldm.classes import CAPTIONED_CLASSES
 
@@ -79,8 +79,9 @@ if saved:
         with st.expander(literal(preset.name)):
             st.code(preset.caption, language=None)
             a, b = st.columns(2)
-            a.button("Load", key=f"load_preset_{preset.id}", on_click=load_caption,
-                     args=(preset.caption, state.FROM_PRESET))
+            a.button(
+                "Load", key=f"load_preset_{preset.id}", on_click=load_caption, args=(preset.caption, state.FROM_PRESET)
+            )
             if b.button("Delete", key=f"delete_preset_{preset.id}"):
                 repo.delete_preset(preset.name)
                 st.rerun()

@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from app.plain import literal
 from app import state
 from app.downloads import png_bytes, png_name, sample_file, zip_samples
 from app.library import PAGE_SIZE, date_bounds, delete_sample, details, page_count, regenerate_params
 from app.pages_registry import page_file
+from app.plain import literal
 from db import repository as repo
 from renal_ldm.paths import data_home
 
@@ -81,26 +81,46 @@ for index, sample in enumerate(samples):
         else:
             st.warning("Image file missing on disk.")
         st.markdown(f"**#{sample.id}** · seed `{sample.seed}` · {literal(sample.model_name)}")
-        st.caption(f"{sample.created_at:%Y-%m-%d %H:%M} UTC · {sample.steps} {sample.scheduler} steps · "
-                   f"guidance {sample.guidance:g} · {sample.size} px")
+        st.caption(
+            f"{sample.created_at:%Y-%m-%d %H:%M} UTC · {sample.steps} {sample.scheduler} steps · "
+            f"guidance {sample.guidance:g} · {sample.size} px"
+        )
         with st.expander("Details"):
             st.code(sample.caption, language=None)
             st.json(details(sample), expanded=False)
-        if st.button("Generate again with this seed", key=f"lib.regen_{sample.id}", icon=":material/replay:",
-                     width="stretch", help="Opens Generate with this sample's caption, model, seed and settings"):
+        if st.button(
+            "Generate again with this seed",
+            key=f"lib.regen_{sample.id}",
+            icon=":material/replay:",
+            width="stretch",
+            help="Opens Generate with this sample's caption, model, seed and settings",
+        ):
             st.session_state[state.REGENERATE] = regenerate_params(sample)
             st.switch_page(page_file("generate.py"))
         b1, b2 = st.columns(2)
         if path.is_file():
-            b1.download_button("PNG", data=png_bytes(sample, home), file_name=png_name(sample), mime="image/png",
-                               key=f"lib.png_{sample.id}", on_click="ignore", icon=":material/download:")
-        b2.button("Delete", key=f"lib.delete_{sample.id}", icon=":material/delete:", on_click=ask_delete,
-                  args=(sample.id,))
+            b1.download_button(
+                "PNG",
+                data=png_bytes(sample, home),
+                file_name=png_name(sample),
+                mime="image/png",
+                key=f"lib.png_{sample.id}",
+                on_click="ignore",
+                icon=":material/download:",
+            )
+        b2.button(
+            "Delete", key=f"lib.delete_{sample.id}", icon=":material/delete:", on_click=ask_delete, args=(sample.id,)
+        )
         if st.session_state.get(CONFIRM_KEY) == sample.id:
             st.warning(f"Delete sample #{sample.id} and its image file? This cannot be undone.")
             y, n = st.columns(2)
-            y.button("Yes, delete", key=f"lib.confirm_{sample.id}", type="primary", on_click=confirm_delete,
-                     args=(sample.id,))
+            y.button(
+                "Yes, delete",
+                key=f"lib.confirm_{sample.id}",
+                type="primary",
+                on_click=confirm_delete,
+                args=(sample.id,),
+            )
             n.button("Keep it", key=f"lib.keep_{sample.id}", on_click=keep, args=(sample.id,))
 
 st.download_button(

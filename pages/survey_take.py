@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app.plain import literal
 from app import survey_participant as flow
+from app.plain import literal
 from renal_ldm.survey import STRATEGY_MAX_CHARS
 
 
@@ -44,8 +44,10 @@ def draw() -> None:
         with left:
             st.image(screen.image, width=flow.display_width(screen.image), output_format="PNG")  # stored bytes
         with right, st.container(key="survey_answer_buttons"):
-            st.html("<style>.st-key-survey_answer_buttons button {min-height: 4.5rem;}"
-                    ".st-key-survey_answer_buttons button p {font-size: 1.5rem;}</style>")
+            st.html(
+                "<style>.st-key-survey_answer_buttons button {min-height: 4.5rem;}"
+                ".st-key-survey_answer_buttons button p {font-size: 1.5rem;}</style>"
+            )
             st.markdown("#### Is this image real or synthetic?")
             for label, value in flow.ANSWERS:
                 st.button(

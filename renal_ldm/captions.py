@@ -69,11 +69,7 @@ def fractions_to_levels(fractions: Mapping[int | str, float]) -> dict[str, str]:
     for key, value in fractions.items():
         cls = _resolve_class(key)
         by_label[cls.id] = float(value)
-    return {
-        c.name: level_for_fraction(by_label[c.id])
-        for c in CAPTIONED_CLASSES
-        if by_label.get(c.id, 0.0) > 0.0
-    }
+    return {c.name: level_for_fraction(by_label[c.id]) for c in CAPTIONED_CLASSES if by_label.get(c.id, 0.0) > 0.0}
 
 
 def levels_to_caption(levels: Mapping[int | str, str]) -> str:
@@ -101,9 +97,7 @@ def mask_to_caption(mask: np.ndarray) -> str:
 
 _SENTENCE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (
-        re.compile(
-            "^" + re.escape(template.lower()).replace(re.escape("{name}"), r"(?P<name>.+?)") + "$"
-        ),
+        re.compile("^" + re.escape(template.lower()).replace(re.escape("{name}"), r"(?P<name>.+?)") + "$"),
         level,
     )
     for level, template in SENTENCE_TEMPLATES.items()

@@ -119,8 +119,14 @@ def chunk(items: Sequence, per_row: int) -> list[list]:
     return [list(items[i : i + per_row]) for i in range(0, len(items), per_row)]
 
 
-def dataset_contact_sheet(root: str | Path, path: str | Path, count: int = 16, per_row: int = 4,
-                          tile_size: int | None = 192, colors: int | None = 256) -> Path:
+def dataset_contact_sheet(
+    root: str | Path,
+    path: str | Path,
+    count: int = 16,
+    per_row: int = 4,
+    tile_size: int | None = 192,
+    colors: int | None = 256,
+) -> Path:
     """PNG of the first `count` pairs of a data set: each image beside its mask overlay, levels on top.
 
     The overlay tile's label gives each present class's level initial (L/M/H) in the class colour; the legend
@@ -140,8 +146,13 @@ def dataset_contact_sheet(root: str | Path, path: str | Path, count: int = 16, p
         masks += [None, mask]
         labels += [Path(record["file"]).stem, levels]
     return save_contact_sheet(
-        path, chunk(rows, 2 * per_row), masks=chunk(masks, 2 * per_row), tile_labels=chunk(labels, 2 * per_row),
-        tile_size=tile_size, colors=colors, legend=True,
+        path,
+        chunk(rows, 2 * per_row),
+        masks=chunk(masks, 2 * per_row),
+        tile_labels=chunk(labels, 2 * per_row),
+        tile_size=tile_size,
+        colors=colors,
+        legend=True,
     )
 
 

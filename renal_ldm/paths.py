@@ -50,6 +50,8 @@ def resolve_in_home(relative: str | os.PathLike, home: str | os.PathLike | None 
     if path == base:
         raise ValueError(f"stored file path {text!r} names the data directory itself: refused; {expected}")
     if not path.is_relative_to(base):
-        raise ValueError(f"stored file path {text!r} leads outside the data directory (to {str(path)!r}): refused, "
-                         f"nothing read or deleted; {expected}")
+        raise ValueError(
+            f"stored file path {text!r} leads outside the data directory (to {str(path)!r}): refused, "
+            f"nothing read or deleted; {expected}"
+        )
     return path

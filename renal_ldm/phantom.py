@@ -142,8 +142,10 @@ PART_LABELS = np.array([_STYLES[p].label for p in Part], dtype=np.uint8)
 _EOSIN = np.array([_STYLES[p].eosin for p in Part], dtype=np.float32)
 _HEMATOXYLIN = np.array([_STYLES[p].hematoxylin for p in Part], dtype=np.float32)
 _CLEAR = np.array([_STYLES[p].clear for p in Part], dtype=bool)
-_EPITHELIAL = np.isin(np.arange(len(Part)), [Part.PROXIMAL_EPITHELIUM, Part.DISTAL_EPITHELIUM,
-                                               Part.ATROPHIC_EPITHELIUM, Part.DILATED_EPITHELIUM])
+_EPITHELIAL = np.isin(
+    np.arange(len(Part)),
+    [Part.PROXIMAL_EPITHELIUM, Part.DISTAL_EPITHELIUM, Part.ATROPHIC_EPITHELIUM, Part.DILATED_EPITHELIUM],
+)
 _FIBROUS = np.isin(np.arange(len(Part)), [Part.STROMA, Part.ADVENTITIA, Part.SCLEROTIC_CAPSULE])
 
 
@@ -238,8 +240,11 @@ def parse_composition(spec: str) -> dict[str, float]:
     return parsed
 
 
-_LEVEL_RANGES = {LOW: (0.03, MEDIUM_THRESHOLD - 0.04), MEDIUM: (MEDIUM_THRESHOLD + 0.03, HIGH_THRESHOLD - 0.04),
-                 HIGH: (HIGH_THRESHOLD + 0.03, HIGH_THRESHOLD + 0.2)}
+_LEVEL_RANGES = {
+    LOW: (0.03, MEDIUM_THRESHOLD - 0.04),
+    MEDIUM: (MEDIUM_THRESHOLD + 0.03, HIGH_THRESHOLD - 0.04),
+    HIGH: (HIGH_THRESHOLD + 0.03, HIGH_THRESHOLD + 0.2),
+}
 """Where random targets are drawn for each caption level: clear of the thresholds, so levels come out as drawn."""
 _STRUCTURE_BUDGET = 0.75
 """Largest share of the tissue that packed structures are asked to cover; the rest stays interstitium."""
@@ -332,7 +337,9 @@ class _Canvas:
         pad = int(math.ceil(0.5 * max(present, default=8)))
         shape = (height + 2 * pad, width + 2 * pad)
         return cls(
-            height, width, pad,
+            height,
+            width,
+            pad,
             parts=np.full(shape, Part.STROMA, dtype=np.uint8),
             shade=np.zeros(shape, dtype=np.float32),
             clearance=np.full(((shape[0] + 1) // _GRID, (shape[1] + 1) // _GRID), np.inf, dtype=np.float32),
@@ -646,8 +653,16 @@ def _ring_nuclei(rng, geo: _Geometry, depth, spacing, size, keep, label, density
     r = o.at_angle(theta) - depth + (jitter[3] - 0.5) * 1.2
     a, b = size
     scale = 0.85 + 0.3 * jitter[4]
-    return _stamps(o.cy + r * s, o.cx + r * c, a * scale, b * scale, theta + np.float32(np.pi / 2),
-                   density * (0.8 + 0.4 * jitter[5]), _HEMA_CHANNEL, label)
+    return _stamps(
+        o.cy + r * s,
+        o.cx + r * c,
+        a * scale,
+        b * scale,
+        theta + np.float32(np.pi / 2),
+        density * (0.8 + 0.4 * jitter[5]),
+        _HEMA_CHANNEL,
+        label,
+    )
 
 
 def _scattered(rng, cy, cx, radius, count, size, density, label, channel=_HEMA_CHANNEL) -> np.ndarray:
@@ -657,9 +672,14 @@ def _scattered(rng, cy, cx, radius, count, size, density, label, channel=_HEMA_C
     theta = rng.uniform(0, 2 * np.pi, count)
     a, b = size
     return _stamps(
-        cy + r * np.sin(theta), cx + r * np.cos(theta),
-        rng.uniform(*a, count), rng.uniform(*b, count), rng.uniform(0, np.pi, count),
-        density * rng.uniform(0.8, 1.2, count), channel, label,
+        cy + r * np.sin(theta),
+        cx + r * np.cos(theta),
+        rng.uniform(*a, count),
+        rng.uniform(*b, count),
+        rng.uniform(0, np.pi, count),
+        density * rng.uniform(0.8, 1.2, count),
+        channel,
+        label,
     )
 
 
@@ -708,8 +728,14 @@ def _draw_atrophic(rng, geo: _Geometry):
     parts[depth < membrane] = Part.ATROPHIC_MEMBRANE
     shade = (0.18 * np.cos(depth * 3.0) * (depth < membrane)).astype(np.float32)  # layered membrane
     nuclei = _ring_nuclei(
-        rng, geo, float(np.mean(membrane)) + epithelium / 2, rng.uniform(4.0, 5.0), (1.8, 1.6), 0.9,
-        ATROPHIC_TUBULI_ID, density=1.2,
+        rng,
+        geo,
+        float(np.mean(membrane)) + epithelium / 2,
+        rng.uniform(4.0, 5.0),
+        (1.8, 1.6),
+        0.9,
+        ATROPHIC_TUBULI_ID,
+        density=1.2,
     )
     return parts, shade, nuclei
 
@@ -782,8 +808,9 @@ def _draw_artery(rng, geo: _Geometry):
     mean_r = o.mean_radius
     layers = max(int(media / 3.2), 1)
     muscle = [
-        _ring_nuclei(rng, geo, adventitia + (i + 0.5) * media / layers, rng.uniform(6, 8), (3.6, 1.2), 0.75,
-                     ARTERIES_ID)
+        _ring_nuclei(
+            rng, geo, adventitia + (i + 0.5) * media / layers, rng.uniform(6, 8), (3.6, 1.2), 0.75, ARTERIES_ID
+        )
         for i in range(layers)
     ]
     endothelium = _ring_nuclei(rng, geo, adventitia + media + lamina + 0.8, 10, (2.6, 1.0), 0.7, ARTERIES_ID)
@@ -845,9 +872,11 @@ _BLOOD_OD = np.array([0.08, 0.95, 0.72], dtype=np.float32)
 
 def _stain(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Per-tile stain: jittered hematoxylin and eosin colours, strengths and glass tint (batch variation)."""
+
     def jitter(od, amount):
         v = np.clip(od + rng.normal(0, amount, 3), 0.02, None).astype(np.float32)
         return v / np.linalg.norm(v)
+
     glass = np.clip(rng.normal(246, 3, 3), 236, 254).astype(np.float32)
     hematoxylin, eosin = jitter(_HEMATOXYLIN_OD, 0.06), jitter(_EOSIN_OD, 0.07)
     return hematoxylin, eosin, glass, rng.uniform(0.75, 1.3), rng.uniform(0.75, 1.3)
@@ -1001,8 +1030,15 @@ def generate_dataset(
     height, width = _check_size(size)
     targets = None if composition is None else {by_id(k).name: v for k, v in resolve_composition(composition).items()}
     named = None if composition is None else {_name(k): float(v) for k, v in composition.items()}
-    parameters = {"generator": "renal_ldm.phantom", "version": __version__, "n": int(n), "size": [height, width],
-                  "seed": int(seed), "composition": named, "targets": targets}
+    parameters = {
+        "generator": "renal_ldm.phantom",
+        "version": __version__,
+        "n": int(n),
+        "size": [height, width],
+        "seed": int(seed),
+        "composition": named,
+        "targets": targets,
+    }
     writer = layout.DatasetWriter(out_dir, overwrite=overwrite, parameters=parameters)
     jobs = ((writer.root, i, (height, width), int(seed), named) for i in range(int(n)))
     with writer:

@@ -158,8 +158,9 @@ class ContextKVCache(AttnProcessor2_0):
         finally:
             self._store = None
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
-                 **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         if (
             self._store is None
             or encoder_hidden_states is None
@@ -397,7 +398,7 @@ def write_samples(results: list[SampleResult], out_dir: str | Path) -> list[Path
             **result.params,
             "image": png.name,
             "index": result.index,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         (out_dir / f"{stem}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
         rows.append({"image": png.name, "caption": result.caption, "seed": result.seed})

@@ -168,18 +168,33 @@ def _consistency_problems(records: Sequence[SurveyAnswer], where: Callable[[int]
     for i, rec in enumerate(records):
         key = (rec.participant, rec.question)
         if key in seen_answer:
-            problems.append((i, f"participant {rec.participant!r} answers question {rec.question!r} again "
-                                f"(first on {where(seen_answer[key])})"))
+            problems.append(
+                (
+                    i,
+                    f"participant {rec.participant!r} answers question {rec.question!r} again "
+                    f"(first on {where(seen_answer[key])})",
+                )
+            )
             continue
         seen_answer[key] = i
         first = seen_truth.setdefault(rec.question, i)
         if records[first].truth != rec.truth:
-            problems.append((i, f"question {rec.question!r} has truth {rec.truth!r} here but "
-                                f"{records[first].truth!r} on {where(first)}"))
+            problems.append(
+                (
+                    i,
+                    f"question {rec.question!r} has truth {rec.truth!r} here but "
+                    f"{records[first].truth!r} on {where(first)}",
+                )
+            )
         first = seen_experience.setdefault(rec.participant, i)
         if records[first].experience != rec.experience:
-            problems.append((i, f"participant {rec.participant!r} has experience {_show(rec.experience)} here "
-                                f"but {_show(records[first].experience)} on {where(first)}"))
+            problems.append(
+                (
+                    i,
+                    f"participant {rec.participant!r} has experience {_show(rec.experience)} here "
+                    f"but {_show(records[first].experience)} on {where(first)}",
+                )
+            )
     return problems
 
 
@@ -258,19 +273,22 @@ def _row_to_record(row: list[str], columns: dict[str, int], width: int) -> Surve
     if absent:
         raise ValueError(f"missing value(s) for {', '.join(absent)}")
     errors = []
-    for field, check in (("participant", lambda v: _parse_id(v, "participant")),
-                         ("question", lambda v: _parse_id(v, "question")),
-                         ("experience", parse_experience),
-                         ("truth", lambda v: parse_label(v, field="truth")),
-                         ("answer", lambda v: v.strip() and parse_label(v, field="answer"))):
+    for field, check in (
+        ("participant", lambda v: _parse_id(v, "participant")),
+        ("question", lambda v: _parse_id(v, "question")),
+        ("experience", parse_experience),
+        ("truth", lambda v: parse_label(v, field="truth")),
+        ("answer", lambda v: v.strip() and parse_label(v, field="answer")),
+    ):
         try:
             check(cells[field])
         except ValueError as exc:
             errors.append(str(exc))
     if errors:
         raise ValueError(", ".join(errors))
-    return SurveyAnswer(cells["participant"], cells["experience"], cells["question"], cells["truth"],
-                        cells["answer"] or None)
+    return SurveyAnswer(
+        cells["participant"], cells["experience"], cells["question"], cells["truth"], cells["answer"] or None
+    )
 
 
 def read_responses_csv(source: str | os.PathLike | bytes | IO) -> list[SurveyAnswer]:
@@ -313,8 +331,10 @@ def read_numbered_responses(source: str | os.PathLike | bytes | IO) -> list[tupl
     problems += [(lines[i], msg) for i, msg in _consistency_problems(records, lambda i: f"line {lines[i]}")]
     if problems:
         problems.sort(key=lambda problem: problem[0])
-        message = problems_message([f"line {line}: {msg}" for line, msg in problems],
-                                   "survey responses CSV (line numbers count the header as line 1)")
+        message = problems_message(
+            [f"line {line}: {msg}" for line, msg in problems],
+            "survey responses CSV (line numbers count the header as line 1)",
+        )
         raise ResponsesCSVError(message, problems)
     return list(zip(lines, records, strict=True))
 
@@ -446,8 +466,13 @@ class SurveyStats:
             "kappa_ci95_seed": self.seed,
             "mean_kappa_by_experience": {k: _r(v) for k, v in self.mean_kappa_by_experience.items()},
             "experience_groups": [
-                {"label": g.label, "levels": list(g.levels), "participants": g.participants,
-                 "with_kappa": g.with_kappa, "mean_kappa": _r(g.mean_kappa)}
+                {
+                    "label": g.label,
+                    "levels": list(g.levels),
+                    "participants": g.participants,
+                    "with_kappa": g.with_kappa,
+                    "mean_kappa": _r(g.mean_kappa),
+                }
                 for g in self.experience_groups
             ],
             "majority_vote_questions": self.majority_vote_questions,
@@ -467,13 +492,27 @@ class SurveyStats:
 
 
 def _participant_json(p: ParticipantStats) -> dict[str, Any]:
-    return {"id": p.id, "experience": p.experience, "answered": p.answered, "correct": p.correct,
-            "accuracy": _r(p.accuracy), "kappa": _r(p.kappa), "binomial_p": _sig(p.binomial_p)}
+    return {
+        "id": p.id,
+        "experience": p.experience,
+        "answered": p.answered,
+        "correct": p.correct,
+        "accuracy": _r(p.accuracy),
+        "kappa": _r(p.kappa),
+        "binomial_p": _sig(p.binomial_p),
+    }
 
 
 def _question_json(q: QuestionStats) -> dict[str, Any]:
-    return {"question": q.question, "truth": q.truth, "answered": q.answered, "correct": q.correct,
-            "accuracy": _r(q.accuracy), "majority": q.majority, "majority_correct": q.majority_correct}
+    return {
+        "question": q.question,
+        "truth": q.truth,
+        "answered": q.answered,
+        "correct": q.correct,
+        "accuracy": _r(q.accuracy),
+        "majority": q.majority,
+        "majority_correct": q.majority_correct,
+    }
 
 
 def _r(x: float | None) -> float | None:
@@ -611,8 +650,9 @@ def _experience_groups(participants: Sequence[ParticipantStats]) -> tuple[Experi
     return tuple(groups)
 
 
-def _fleiss(participants: Sequence[str], questions: Sequence[str],
-            answers: Mapping[tuple[str, str], str]) -> tuple[float | None, int]:
+def _fleiss(
+    participants: Sequence[str], questions: Sequence[str], answers: Mapping[tuple[str, str], str]
+) -> tuple[float | None, int]:
     """Fleiss' kappa among the participants who answered anything, over the questions ALL of them answered.
 
     Fleiss' kappa needs the same raters on every item, so questions someone skipped are left out (the count
@@ -643,8 +683,14 @@ def exclude_participants(records: Iterable[SurveyAnswer], excluded: Iterable[obj
     return kept, len(dropped)
 
 
-def survey_statistics(records: Iterable[SurveyAnswer], *, bootstrap: int = 2000, seed: int = 0,
-                      answer_key: Mapping[str, str] | None = None, exclude: Iterable[object] = ()) -> SurveyStats:
+def survey_statistics(
+    records: Iterable[SurveyAnswer],
+    *,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    answer_key: Mapping[str, str] | None = None,
+    exclude: Iterable[object] = (),
+) -> SurveyStats:
     """All survey statistics from answer records (see the module docstring for the conventions).
 
     `exclude` lists participants a researcher left out: their answers count in no statistic (kappa, Fleiss,
@@ -660,8 +706,10 @@ def survey_statistics(records: Iterable[SurveyAnswer], *, bootstrap: int = 2000,
     kept, n_excluded = exclude_participants(validate_records(records), exclude)
     recs = tuple(kept)
     if not recs:
-        raise ValueError("no survey answers: need at least one participant's answers to compute statistics"
-                         + (f" ({n_excluded} participants excluded)" if n_excluded else ""))
+        raise ValueError(
+            "no survey answers: need at least one participant's answers to compute statistics"
+            + (f" ({n_excluded} participants excluded)" if n_excluded else "")
+        )
     truths = _truths(recs, answer_key)
     questions = sorted(truths, key=natural_key)
     by_participant: dict[str, list[SurveyAnswer]] = {}
@@ -671,10 +719,12 @@ def survey_statistics(records: Iterable[SurveyAnswer], *, bootstrap: int = 2000,
     answers = {(r.participant, r.question): r.answer for r in recs if r.answer is not None}
 
     parts = tuple(_participant_stats(p, by_participant[p]) for p in pids)
-    qstats = tuple(_question_stats(q, truths[q], [answers[(p, q)] for p in pids if (p, q) in answers])
-                   for q in questions)
-    correctness = tuple(tuple(None if (p, q) not in answers else answers[(p, q)] == truths[q] for p in pids)
-                        for q in questions)
+    qstats = tuple(
+        _question_stats(q, truths[q], [answers[(p, q)] for p in pids if (p, q) in answers]) for q in questions
+    )
+    correctness = tuple(
+        tuple(None if (p, q) not in answers else answers[(p, q)] == truths[q] for p in pids) for q in questions
+    )
     kappas = [p.kappa for p in parts if p.kappa is not None]
     fleiss, fleiss_n = _fleiss(pids, questions, answers)
     pooled_answered = sum(p.answered for p in parts)
@@ -735,8 +785,15 @@ def summary_csv(stats: SurveyStats, strategies: Mapping[str, str | None] | None 
         header.append(STRATEGY_COLUMN)
     rows = []
     for p in stats.participants:
-        row = [p.id, _cell(p.experience), p.answered, p.correct, _cell(_r(p.accuracy)), _cell(_r(p.kappa)),
-               _cell(_sig(p.binomial_p))]
+        row = [
+            p.id,
+            _cell(p.experience),
+            p.answered,
+            p.correct,
+            _cell(_r(p.accuracy)),
+            _cell(_r(p.kappa)),
+            _cell(_sig(p.binomial_p)),
+        ]
         if strategies is not None:
             row.append(strategies.get(p.id) or "")
         rows.append(row)

@@ -70,8 +70,10 @@ def demo_mode(model: str | Path | None = None, phantom_only: bool = False) -> tu
     if model is not None:
         path = Path(model).expanduser()
         if not is_checkpoint(path):
-            raise FileNotFoundError(f"model directory {str(path)!r} has no {MANIFEST}; expected a checkpoint "
-                                    "written by `renal-ldm train` (its model/ folder)")
+            raise FileNotFoundError(
+                f"model directory {str(path)!r} has no {MANIFEST}; expected a checkpoint "
+                "written by `renal-ldm train` (its model/ folder)"
+            )
         return MODEL, path
     if demo_model_available():
         return MODEL, paths.demo_model_dir()
@@ -101,9 +103,17 @@ def phantom_patches(n: int, size: int = DEFAULT_SIZE, seed: int = 0, progress: P
     return out
 
 
-def sample_model(model_dir: Path, captions: list[str], size: int = DEFAULT_SIZE, seed: int = 0, *,
-                 steps: int | None = None, device: str | None = None, progress: Progress | None = None,
-                 cancel: threading.Event | None = None) -> list[np.ndarray]:
+def sample_model(
+    model_dir: Path,
+    captions: list[str],
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    *,
+    steps: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> list[np.ndarray]:
     """One sample per caption (seed + i for caption i) from the checkpoint; RGB uint8 arrays."""
     from renal_ldm.sample import DEFAULT_STEPS, Sampler, SampleRequest  # torch only when a model is used
 
@@ -112,6 +122,7 @@ def sample_model(model_dir: Path, captions: list[str], size: int = DEFAULT_SIZE,
     total = steps * len(captions)
     arrays = []
     for i, caption in enumerate(captions):
+
         def step(done: int, _total: int, _base: int = i * steps) -> None:
             if progress:
                 progress("sampling", _base + done, total)
@@ -121,9 +132,18 @@ def sample_model(model_dir: Path, captions: list[str], size: int = DEFAULT_SIZE,
     return arrays
 
 
-def build_demo_images(n: int = DEFAULT_COUNT, *, model: str | Path | None = None, phantom_only: bool = False,
-                      size: int = DEFAULT_SIZE, seed: int = 0, steps: int | None = None, device: str | None = None,
-                      progress: Progress | None = None, cancel: threading.Event | None = None) -> DemoImages:
+def build_demo_images(
+    n: int = DEFAULT_COUNT,
+    *,
+    model: str | Path | None = None,
+    phantom_only: bool = False,
+    size: int = DEFAULT_SIZE,
+    seed: int = 0,
+    steps: int | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> DemoImages:
     """The demo's normalised PNGs (see the module docstring for what each half holds)."""
     n = _check_n(n)
     mode, model_dir = demo_mode(model, phantom_only)
@@ -131,15 +151,32 @@ def build_demo_images(n: int = DEFAULT_COUNT, *, model: str | Path | None = None
     real_provenance = [{"source": "demo phantom", "phantom_seed": seed + REAL_SEED_OFFSET + i} for i in range(n)]
     if mode == PHANTOM_ONLY:
         synthetic = [p.image for p in phantom_patches(n, size, seed + PHANTOM_SYNTHETIC_SEED_OFFSET, progress)]
-        synthetic_provenance = [{"source": "demo phantom", "phantom_seed": seed + PHANTOM_SYNTHETIC_SEED_OFFSET + i}
-                                for i in range(n)]
-    else:
-        synthetic = sample_model(model_dir, [p.caption for p in real], size, seed, steps=steps, device=device,
-                                 progress=progress, cancel=cancel)
         synthetic_provenance = [
-            {"source": "demo model sample", "model": str(model_dir), "caption": p.caption, "seed": seed + i,
-             "steps": steps or SAMPLING.steps, "guidance": SAMPLING.guidance, "scheduler": SAMPLING.scheduler}
-            for i, p in enumerate(real)]
+            {"source": "demo phantom", "phantom_seed": seed + PHANTOM_SYNTHETIC_SEED_OFFSET + i} for i in range(n)
+        ]
+    else:
+        synthetic = sample_model(
+            model_dir,
+            [p.caption for p in real],
+            size,
+            seed,
+            steps=steps,
+            device=device,
+            progress=progress,
+            cancel=cancel,
+        )
+        synthetic_provenance = [
+            {
+                "source": "demo model sample",
+                "model": str(model_dir),
+                "caption": p.caption,
+                "seed": seed + i,
+                "steps": steps or SAMPLING.steps,
+                "guidance": SAMPLING.guidance,
+                "scheduler": SAMPLING.scheduler,
+            }
+            for i, p in enumerate(real)
+        ]
     return DemoImages(
         real=[normalise_image(p.image, size) for p in real],
         synthetic=[normalise_image(a, size) for a in synthetic],

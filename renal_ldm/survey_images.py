@@ -94,8 +94,13 @@ class Native:
         return f"{self.width} x {self.height} px"
 
     def as_dict(self) -> dict:
-        return {"width": self.width, "height": self.height, "format": self.format, "mode": self.mode,
-                "profile": self.profile}
+        return {
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "mode": self.mode,
+            "profile": self.profile,
+        }
 
 
 @dataclass(frozen=True)
@@ -125,8 +130,9 @@ def _check_size_arg(size: int) -> int:
     return int(size)
 
 
-def open_checked(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_checked(
+    name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """The decoded first frame of an uploaded file, or ImageCheckError naming the file and what was expected.
 
     Pillow's own limit (Image.MAX_IMAGE_PIXELS) still applies as a backstop: its DecompressionBombError and
@@ -135,10 +141,14 @@ def open_checked(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
     if not data:
         raise ImageCheckError(f"{name}: the file is empty; expected {EXPECTED}")
     if len(data) > max_bytes:
-        raise ImageCheckError(f"{name}: the file is {_mb(len(data))}, over the upload limit of {_mb(max_bytes)}; "
-                              f"expected {EXPECTED} of at most {_mb(max_bytes)}")
-    bomb = (f"{name}: refused as a possible decompression bomb: it declares {{w}} x {{h}} = {{n:,}} pixels, "
-            f"more than the limit of {max_pixels:,}; expected an image of at most {max_pixels:,} pixels")
+        raise ImageCheckError(
+            f"{name}: the file is {_mb(len(data))}, over the upload limit of {_mb(max_bytes)}; "
+            f"expected {EXPECTED} of at most {_mb(max_bytes)}"
+        )
+    bomb = (
+        f"{name}: refused as a possible decompression bomb: it declares {{w}} x {{h}} = {{n:,}} pixels, "
+        f"more than the limit of {max_pixels:,}; expected an image of at most {max_pixels:,} pixels"
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -152,18 +162,23 @@ def open_checked(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
     except ImageCheckError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageCheckError(f"{name}: refused as a possible decompression bomb: {exc}; "
-                              f"expected an image of at most {max_pixels:,} pixels") from None
+        raise ImageCheckError(
+            f"{name}: refused as a possible decompression bomb: {exc}; "
+            f"expected an image of at most {max_pixels:,} pixels"
+        ) from None
     except UnidentifiedImageError:
         raise ImageCheckError(f"{name}: not an image Pillow can read; expected {EXPECTED}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "damaged"
-        raise ImageCheckError(f"{name}: the image data is damaged or truncated ({exc}); "
-                              f"expected a complete image file (PNG, JPEG, TIFF, BMP, WebP)") from None
+        raise ImageCheckError(
+            f"{name}: the image data is damaged or truncated ({exc}); "
+            f"expected a complete image file (PNG, JPEG, TIFF, BMP, WebP)"
+        ) from None
     return image
 
 
-def check_upload(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+def check_upload(
+    name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
     """Raise ImageCheckError if the file cannot enter a survey (see `open_checked`)."""
     open_checked(name, data, max_bytes=max_bytes, max_pixels=max_pixels).close()
 
@@ -183,8 +198,9 @@ def to_8bit(image: Image.Image) -> Image.Image:
         arr = np.asarray(image).astype(np.int64)
         return Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8))
     if image.mode == "F":
-        raise ValueError("32-bit floating-point pixels (Pillow mode F) have no fixed scale to 8 bits; expected an "
-                         "8- or 16-bit image")
+        raise ValueError(
+            "32-bit floating-point pixels (Pillow mode F) have no fixed scale to 8 bits; expected an 8- or 16-bit image"
+        )
     return image
 
 
@@ -206,16 +222,20 @@ def to_srgb(image: Image.Image, icc: bytes | None, name: str = "image") -> tuple
     if not icc:
         return image, None
     if ImageCms is None:
-        return image, (f"{name}: has an embedded colour profile, but this Pillow has no colour management "
-                       f"(PIL.ImageCms): its colours were not converted to sRGB and may look different")
+        return image, (
+            f"{name}: has an embedded colour profile, but this Pillow has no colour management "
+            f"(PIL.ImageCms): its colours were not converted to sRGB and may look different"
+        )
     alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
     base = image.convert({"RGBA": "RGB", "LA": "L"}[image.mode]) if alpha is not None else image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         converted = ImageCms.profileToProfile(base, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
     except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
-        return image, (f"{name}: its colour profile ({_profile_description(icc)}) cannot be converted to sRGB "
-                       f"({exc}); its pixels are used as they are, so its colours may look different")
+        return image, (
+            f"{name}: its colour profile ({_profile_description(icc)}) cannot be converted to sRGB "
+            f"({exc}); its pixels are used as they are, so its colours may look different"
+        )
     if alpha is not None:
         converted.putalpha(alpha)
     return converted, None
@@ -277,8 +297,9 @@ def native_properties(image: Image.Image, data: bytes | None = None) -> Native:
     mode = image.mode
     if _bit_depth(image, data) == 16 and mode not in SIXTEEN_BIT_MODES:
         mode = f"{mode} 16-bit"
-    return Native(image.width, image.height, image.format or "array", mode,
-                  _profile_description(image.info.get("icc_profile")))
+    return Native(
+        image.width, image.height, image.format or "array", mode, _profile_description(image.info.get("icc_profile"))
+    )
 
 
 def _check_upscale(name: str, width: int, height: int, size: int, allow_upscale: bool) -> str | None:
@@ -289,13 +310,17 @@ def _check_upscale(name: str, width: int, height: int, size: int, allow_upscale:
         raise ImageCheckError(
             f"{name}: {width} x {height} px is smaller than the survey size of {size} x {size} px and would be "
             f"up-scaled (up-scaled images look soft, which gives the answer away); expected at least {size} px on "
-            f"the shorter side: pick a smaller survey size, or tick 'Allow up-scaling'")
-    return (f"{name}: {width} x {height} px is up-scaled to {size} x {size} px (allowed): up-scaled images look "
-            f"soft, and soft images give the answer away when the other half is sharp")
+            f"the shorter side: pick a smaller survey size, or tick 'Allow up-scaling'"
+        )
+    return (
+        f"{name}: {width} x {height} px is up-scaled to {size} x {size} px (allowed): up-scaled images look "
+        f"soft, and soft images give the answer away when the other half is sharp"
+    )
 
 
-def normalise(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE, name: str = "image", *,
-              allow_upscale: bool = True) -> tuple[bytes, list[str]]:
+def normalise(
+    image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE, name: str = "image", *, allow_upscale: bool = True
+) -> tuple[bytes, list[str]]:
     """The survey form of an image (see the module docstring) and the warnings about it, each naming `name`.
 
     ImageCheckError when it is smaller than `size` and up-scaling is not allowed, or cannot be converted.
@@ -329,8 +354,15 @@ def normalise_image(image: Image.Image | np.ndarray, size: int = DEFAULT_SIZE) -
     return normalise(image, size)[0]
 
 
-def normalise_upload(name: str, data: bytes, size: int = DEFAULT_SIZE, *, max_bytes: int = DEFAULT_MAX_BYTES,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, allow_upscale: bool = False) -> SurveyImage:
+def normalise_upload(
+    name: str,
+    data: bytes,
+    size: int = DEFAULT_SIZE,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_upscale: bool = False,
+) -> SurveyImage:
     """Check one file and normalise it; ImageCheckError names the file and what was expected.
 
     An image smaller than `size` is refused unless `allow_upscale` (then it carries a warning).
@@ -344,9 +376,14 @@ def normalise_upload(name: str, data: bytes, size: int = DEFAULT_SIZE, *, max_by
         image.close()
 
 
-def normalise_files(files: Iterable[tuple[str, bytes]], size: int = DEFAULT_SIZE, *,
-                    max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    allow_upscale: bool = False) -> tuple[list[SurveyImage], list[str]]:
+def normalise_files(
+    files: Iterable[tuple[str, bytes]],
+    size: int = DEFAULT_SIZE,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    allow_upscale: bool = False,
+) -> tuple[list[SurveyImage], list[str]]:
     """Every file checked and normalised: (images, one error message per refused file), in input order.
 
     All files are tried, so a researcher sees every problem of a batch at once.
@@ -355,8 +392,11 @@ def normalise_files(files: Iterable[tuple[str, bytes]], size: int = DEFAULT_SIZE
     errors: list[str] = []
     for name, data in files:
         try:
-            images.append(normalise_upload(name, data, size, max_bytes=max_bytes, max_pixels=max_pixels,
-                                           allow_upscale=allow_upscale))
+            images.append(
+                normalise_upload(
+                    name, data, size, max_bytes=max_bytes, max_pixels=max_pixels, allow_upscale=allow_upscale
+                )
+            )
         except ImageCheckError as exc:
             errors.append(str(exc))
     return images, errors
@@ -380,13 +420,22 @@ def _format_reason(real: set[str], synthetic: set[str]) -> str:
 
 
 _PROPERTIES = (
-    ("sizes", lambda n: n.size,
-     lambda r, s: "they are resized by different factors to the survey size, so they differ in sharpness"),
+    (
+        "sizes",
+        lambda n: n.size,
+        lambda r, s: "they are resized by different factors to the survey size, so they differ in sharpness",
+    ),
     ("formats", lambda n: n.format, _format_reason),
-    ("modes", lambda n: n.mode,
-     lambda r, s: "they differ in colour depth or channels (grayscale, 16-bit, alpha), which can show in the pixels"),
-    ("colour profiles", lambda n: n.profile,
-     lambda r, s: "their colours come from different colour spaces (converted to sRGB, but seldom alike in look)"),
+    (
+        "modes",
+        lambda n: n.mode,
+        lambda r, s: "they differ in colour depth or channels (grayscale, 16-bit, alpha), which can show in the pixels",
+    ),
+    (
+        "colour profiles",
+        lambda n: n.profile,
+        lambda r, s: "their colours come from different colour spaces (converted to sRGB, but seldom alike in look)",
+    ),
 )
 
 
@@ -403,8 +452,10 @@ def compare_halves(real: Sequence[Native], synthetic: Sequence[Native]) -> list[
     for label, key, reason in _PROPERTIES:
         r, s = [key(n) for n in real], [key(n) for n in synthetic]
         if set(r) != set(s):
-            out.append(f"Native {label} differ: the real half is {_describe(r)} and the synthetic half "
-                       f"{_describe(s)}: {reason(set(r), set(s))}.")
+            out.append(
+                f"Native {label} differ: the real half is {_describe(r)} and the synthetic half "
+                f"{_describe(s)}: {reason(set(r), set(s))}."
+            )
     return out
 
 
@@ -423,8 +474,8 @@ def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     while pos < len(png):
         if pos + 12 > len(png):
             raise ValueError(f"truncated PNG: a chunk header at byte {pos} runs past the end")
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        kind, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
         if len(body) != length or pos + 12 + length > len(png):
             raise ValueError(f"truncated PNG: chunk {kind!r} at byte {pos} runs past the end")
         chunks.append((kind, body))

@@ -17,7 +17,7 @@ from renal_ldm.captions import caption_to_levels
 from renal_ldm.contact_sheet import save_contact_sheet
 from renal_ldm.paths import demo_model_dir
 from renal_ldm.phantom import generate_phantom
-from renal_ldm.sample import SampleRequest, Sampler
+from renal_ldm.sample import Sampler, SampleRequest
 
 ROWS = [
     ("background-free tissue", {"Tubuli": 0.3, "Glomeruli": 0.1, "Dilated Tubuli": 0.1, "Arteries": 0.05}),
@@ -40,8 +40,9 @@ def main() -> None:
     sampler = Sampler.from_dir(args.model)
     rows, labels = [], []
     for row, (label, composition) in enumerate(ROWS):
-        phantoms = [generate_phantom(args.size, seed=args.seed + 10 * row + k, composition=composition)
-                    for k in range(PER_SIDE)]
+        phantoms = [
+            generate_phantom(args.size, seed=args.seed + 10 * row + k, composition=composition) for k in range(PER_SIDE)
+        ]
         caption = phantoms[0].caption
         started = time.perf_counter()
         samples = sampler.sample(

@@ -110,13 +110,25 @@ def remove_account(name: str, *, url: str | None = None) -> None:
 
 
 def create_sign_in_session(
-    token_hash: str, account_name: str, role: str, credential_digest: str, expires_at: datetime, *,
+    token_hash: str,
+    account_name: str,
+    role: str,
+    credential_digest: str,
+    expires_at: datetime,
+    *,
     url: str | None = None,
 ) -> None:
     """Store a sign-in; `credential_digest` ties it to the password it was made with (a change ends it)."""
     with session_scope(url) as s:
-        s.add(models.SignInSessionRow(token_hash=token_hash, account_name=account_name, role=role,
-                                      credential_digest=credential_digest, expires_at=expires_at))
+        s.add(
+            models.SignInSessionRow(
+                token_hash=token_hash,
+                account_name=account_name,
+                role=role,
+                credential_digest=credential_digest,
+                expires_at=expires_at,
+            )
+        )
 
 
 def get_sign_in_session(token_hash: str, now: datetime, *, url: str | None = None) -> SignInSession | None:

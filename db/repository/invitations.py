@@ -38,8 +38,9 @@ def _record(row: models.SurveyInvitation) -> Invitation:
 def create_invitations(survey_id: int, count: int, *, url: str | None = None) -> list[Invitation]:
     """`count` new unused invitations of a survey (each link for one person), in the order created."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= INVITATIONS_PER_BATCH_MAX:
-        raise ValueError(f"number of invitations must be a whole number from 1 to {INVITATIONS_PER_BATCH_MAX}, "
-                         f"got {count!r}")
+        raise ValueError(
+            f"number of invitations must be a whole number from 1 to {INVITATIONS_PER_BATCH_MAX}, got {count!r}"
+        )
     with session_scope(url) as session:
         if session.get(models.Survey, survey_id) is None:
             raise NotFoundError(f"no survey with id {survey_id!r}")

@@ -146,8 +146,10 @@ def start_participant(
         if survey is None:
             raise NotFoundError(f"unknown survey token {survey_token!r}: check the survey link")
         if not survey.shared_link:
-            raise SharedLinkOffError(f"survey {survey.title!r} takes participants by invitation only; "
-                                     "open the personal invitation link you were given")
+            raise SharedLinkOffError(
+                f"survey {survey.title!r} takes participants by invitation only; "
+                "open the personal invitation link you were given"
+            )
         return _add_participant(session, survey, experience, rng).resume_token
 
 

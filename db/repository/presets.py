@@ -28,9 +28,7 @@ def _record(row: models.CaptionPreset) -> Preset:
     return Preset(row.id, row.name, row.caption, row.levels, row.created_at, row.updated_at)
 
 
-def save_preset(
-    name: str, caption: str, levels: dict[str, Any] | None = None, *, url: str | None = None
-) -> Preset:
+def save_preset(name: str, caption: str, levels: dict[str, Any] | None = None, *, url: str | None = None) -> Preset:
     """Create the preset, or replace caption and levels of the one with this name."""
     name = clean_name(name, "preset name")
     if not isinstance(caption, str):

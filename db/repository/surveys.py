@@ -103,8 +103,19 @@ _SURVEY_COLUMNS = (
 
 def _record(row: Any) -> Survey:
     s, items, participants, finished = row
-    return Survey(s.id, s.token, s.title, s.is_demo, s.status, s.created_at, items, participants, finished,
-                  s.participant_cap, bool(s.shared_link))
+    return Survey(
+        s.id,
+        s.token,
+        s.title,
+        s.is_demo,
+        s.status,
+        s.created_at,
+        items,
+        participants,
+        finished,
+        s.participant_cap,
+        bool(s.shared_link),
+    )
 
 
 def _survey_row(session: Session, survey_id: int) -> models.Survey:
@@ -224,8 +235,16 @@ def survey_participants(survey_id: int, *, url: str | None = None) -> list[Surve
     with session_scope(url, readonly=True) as session:
         _survey_row(session, survey_id)
         return [
-            SurveyParticipant(p.id, p.experience, p.strategy, bool(p.excluded), bool(n_invited), p.started_at,
-                              p.finished_at, n_answered)
+            SurveyParticipant(
+                p.id,
+                p.experience,
+                p.strategy,
+                bool(p.excluded),
+                bool(n_invited),
+                p.started_at,
+                p.finished_at,
+                n_answered,
+            )
             for p, n_answered, n_invited in session.execute(stmt)
         ]
 
@@ -306,9 +325,7 @@ def survey_answers(survey_id: int, *, url: str | None = None) -> list[AnswerReco
         ]
 
 
-def import_responses(
-    survey_id: int, records: Iterable[Mapping[str, Any]], *, url: str | None = None
-) -> ImportSummary:
+def import_responses(survey_id: int, records: Iterable[Mapping[str, Any]], *, url: str | None = None) -> ImportSummary:
     """Import answers collected elsewhere (e.g. the original study's form), all or nothing.
 
     Each record: participant (any label; rows with the same label are one person), question (the 1-based

@@ -54,8 +54,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with tqdm(total=args.n, unit="pair", desc="phantoms", delay=0.5) as bar:  # no bar for instant errors
         out = generate_dataset(
-            args.out, args.n, args.size, args.seed, composition,
-            workers=args.workers, overwrite=args.overwrite, progress=bar.update,
+            args.out,
+            args.n,
+            args.size,
+            args.seed,
+            composition,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            progress=bar.update,
         )
     elapsed = time.perf_counter() - start
     print(f"wrote {args.n} pairs to {out} ({IMAGES_DIR}/, {MASKS_DIR}/, {CAPTIONS_FILE}) in {elapsed:.1f} s")

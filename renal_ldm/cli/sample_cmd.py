@@ -18,13 +18,16 @@ def register(subparsers) -> None:
     p.add_argument("--n", type=int, default=SAMPLING.images, help="number of images (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=SAMPLING.batch_size, help="images per batch (default %(default)s)")
     p.add_argument("--steps", type=int, default=SAMPLING.steps, help="denoising steps (default %(default)s)")
-    p.add_argument("--guidance", type=float, default=SAMPLING.guidance,
-                   help="classifier-free guidance scale (default %(default)s)")
-    p.add_argument("--scheduler", default=SAMPLING.scheduler,
-                   help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)")
+    p.add_argument(
+        "--guidance", type=float, default=SAMPLING.guidance, help="classifier-free guidance scale (default %(default)s)"
+    )
+    p.add_argument(
+        "--scheduler", default=SAMPLING.scheduler, help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)"
+    )
     eta_takers = "/".join(e.label for e in SCHEDULERS.values() if e.takes_eta)
-    p.add_argument("--eta", type=float, default=SAMPLING.eta,
-                   help=f"{eta_takers} eta (default %(default)s: deterministic)")
+    p.add_argument(
+        "--eta", type=float, default=SAMPLING.eta, help=f"{eta_takers} eta (default %(default)s: deterministic)"
+    )
     p.add_argument("--seed", type=int, default=SAMPLING.seed, help="image i uses seed + i (default %(default)s)")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
     p.add_argument("--out", required=True, help="output folder: PNGs, JSON sidecars, manifest.csv")
@@ -50,12 +53,11 @@ def caption_from_args(caption: str | None, levels: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from tqdm.auto import tqdm
 
     from renal_ldm.models.checkpoint import load_model
     from renal_ldm.sample import Sampler, SampleRequest, default_device, resolve_model_dir, write_samples
-
-    import torch
 
     caption = caption_from_args(args.caption, args.levels)
     if args.threads is not None:
@@ -77,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     ).validated(model)  # before building the sampler: bad values fail fast
     sampler = Sampler(model, device=device)
-    bar = tqdm(total=request.steps * -(-request.n // request.batch_size), desc="sample", unit="step",
-               disable=args.no_progress)
+    bar = tqdm(
+        total=request.steps * -(-request.n // request.batch_size), desc="sample", unit="step", disable=args.no_progress
+    )
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)

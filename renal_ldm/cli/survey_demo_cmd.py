@@ -18,8 +18,11 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--model", help="checkpoint directory for the synthetic half (default: the shipped demo model)")
-    p.add_argument("--phantom-only", action="store_true",
-                   help="both halves from the phantom generator (fast; for walking the flow)")
+    p.add_argument(
+        "--phantom-only",
+        action="store_true",
+        help="both halves from the phantom generator (fast; for walking the flow)",
+    )
     p.add_argument("--n", type=int, default=DEFAULT_COUNT, help=f"images per half (default {DEFAULT_COUNT})")
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"image side in pixels (default {DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed (default 0)")
@@ -38,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     mode, model_dir = demo_mode(args.model, args.phantom_only)
     if mode == PHANTOM_ONLY and not args.phantom_only:
-        print("note: no --model given and the shipped demo model is not installed (models/demo); creating a "
-              "phantom-only demo (both halves are phantoms). Pass --model RUN/model to sample a checkpoint.")
+        print(
+            "note: no --model given and the shipped demo model is not installed (models/demo); creating a "
+            "phantom-only demo (both halves are phantoms). Pass --model RUN/model to sample a checkpoint."
+        )
     init_db()
     bars: dict[str, tqdm] = {}
 
@@ -54,9 +59,16 @@ def run(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        demo = create_demo_survey(args.n, model=model_dir if mode != PHANTOM_ONLY else None,
-                                  phantom_only=mode == PHANTOM_ONLY, size=args.size, seed=args.seed,
-                                  steps=args.steps, device=args.device, progress=progress)
+        demo = create_demo_survey(
+            args.n,
+            model=model_dir if mode != PHANTOM_ONLY else None,
+            phantom_only=mode == PHANTOM_ONLY,
+            size=args.size,
+            seed=args.seed,
+            steps=args.steps,
+            device=args.device,
+            progress=progress,
+        )
     finally:
         for bar in bars.values():
             bar.close()

@@ -26,17 +26,34 @@ def _positive_int(text: str) -> int:
 def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, defaults) -> None:
     p.add_argument("--data", required=True, help="patch data set: a folder with images/ + masks/, or a JSONL manifest")
     default_text = config_default or "the autoencoder checkpoint's"
-    p.add_argument("--config", default=config_default, choices=list(MODEL_CONFIGS),
-                   help=f"model configuration (default: {default_text})")
+    p.add_argument(
+        "--config",
+        default=config_default,
+        choices=list(MODEL_CONFIGS),
+        help=f"model configuration (default: {default_text})",
+    )
     p.add_argument("--max-steps", type=_positive_int, help="optimizer steps in total")
-    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
-                   help="images per step and process (default %(default)s)")
-    p.add_argument("--seed", type=int, default=defaults.seed,
-                   help="seed of the whole run: init, data order, noise (default %(default)s)")
-    p.add_argument("--mixed-precision", default=defaults.mixed_precision, metavar="no|bf16",
-                   help="no (fp32, default) or bf16 (CUDA only); fp16 is refused")
-    p.add_argument("--workers", type=int, default=defaults.num_workers,
-                   help="data loader worker processes (default %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults.batch_size,
+        help="images per step and process (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of the whole run: init, data order, noise (default %(default)s)",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        default=defaults.mixed_precision,
+        metavar="no|bf16",
+        help="no (fp32, default) or bf16 (CUDA only); fp16 is refused",
+    )
+    p.add_argument(
+        "--workers", type=int, default=defaults.num_workers, help="data loader worker processes (default %(default)s)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -45,10 +62,15 @@ def register(subparsers) -> None:
     _add_data_arguments(p, "demo", VAE)
     p.add_argument("--out", required=True, help="output checkpoint directory (autoencoder only)")
     p.add_argument("--lr", type=float, default=VAE.lr, help="Adam learning rate (default %(default)s)")
-    p.add_argument("--held-out", type=float, default=VAE.held_out,
-                   help="fraction of patches held out for the reconstruction PSNR (default %(default)s)")
-    p.add_argument("--eval-every", type=int, default=VAE.eval_every,
-                   help="also evaluate every N steps (default: only at the end)")
+    p.add_argument(
+        "--held-out",
+        type=float,
+        default=VAE.held_out,
+        help="fraction of patches held out for the reconstruction PSNR (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval-every", type=int, default=VAE.eval_every, help="also evaluate every N steps (default: only at the end)"
+    )
     p.set_defaults(func=run_train_vae, max_steps_default=VAE.max_steps)
 
     p = subparsers.add_parser("train", help="train the latent diffusion UNet (resumable)")
@@ -57,18 +79,30 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run directory; the final model goes to RUN/model")
     p.add_argument("--text-encoder", help="minilm (default for demo/tiny) or plip:PATH")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=LDM.checkpoint_every,
-                   help="write a resumable checkpoint every N steps (default %(default)s)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=LDM.checkpoint_every,
+        help="write a resumable checkpoint every N steps (default %(default)s)",
+    )
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights; RUN/model gets the EMA weights")
     p.add_argument("--ema-decay", type=float, default=LDM.ema_decay, help="EMA decay (default %(default)s)")
     p.add_argument("--lr", type=float, default=LDM.lr, help="AdamW learning rate (default %(default)s)")
-    p.add_argument("--warmup-steps", type=int, default=LDM.warmup_steps,
-                   help="linear warm-up steps (default %(default)s)")
-    p.add_argument("--caption-dropout", type=float, default=LDM.caption_dropout,
-                   help="probability of training on \"\" (default %(default)s)")
-    p.add_argument("--latent-cache-mb", type=int, default=LDM.latent_cache_mb,
-                   help="memory for cached VQ latents of seen (flipped) images; 0 encodes every batch "
-                   "(default %(default)s)")
+    p.add_argument(
+        "--warmup-steps", type=int, default=LDM.warmup_steps, help="linear warm-up steps (default %(default)s)"
+    )
+    p.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=LDM.caption_dropout,
+        help='probability of training on "" (default %(default)s)',
+    )
+    p.add_argument(
+        "--latent-cache-mb",
+        type=int,
+        default=LDM.latent_cache_mb,
+        help="memory for cached VQ latents of seen (flipped) images; 0 encodes every batch (default %(default)s)",
+    )
     p.set_defaults(func=run_train, max_steps_default=LDM.max_steps)
 
 
@@ -107,10 +141,12 @@ def run_train_vae(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
     )
-    print(f"train-vae: {len(train_set)} training and {len(held_out)} held-out patches from {args.data}",
-          file=sys.stderr)
-    result = train_autoencoder(train_set, held_out, args.out, config=args.config, settings=settings,
-                               data_fingerprint=fingerprint)
+    print(
+        f"train-vae: {len(train_set)} training and {len(held_out)} held-out patches from {args.data}", file=sys.stderr
+    )
+    result = train_autoencoder(
+        train_set, held_out, args.out, config=args.config, settings=settings, data_fingerprint=fingerprint
+    )
     if _is_main_process():
         print(f"held-out PSNR: {result.psnr:.2f} dB")
     return 0

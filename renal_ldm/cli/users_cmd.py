@@ -13,8 +13,9 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     add = sub.add_parser("add", help="create an account (password prompted twice, or two lines on stdin)")
     add.add_argument("name")
-    add.add_argument("--role", required=True, help="researcher (every page) or annotator (the slide and "
-                     "annotation pages)")
+    add.add_argument(
+        "--role", required=True, help="researcher (every page) or annotator (the slide and annotation pages)"
+    )
     add.set_defaults(func=run_add)
     sub.add_parser("list", help="the accounts, their roles and when they were made").set_defaults(func=run_list)
     remove = sub.add_parser("remove", help="delete an account and end its sign-ins")
@@ -48,8 +49,10 @@ def run_add(args: argparse.Namespace) -> int:
 
     upgrade(args.url)
     account = accounts.add_account(args.name, args.role, read_new_password(), url=args.url)
-    print(f"added {account.role} {account.name!r}; the app now asks every visitor to sign in "
-          "(survey participants excepted)")
+    print(
+        f"added {account.role} {account.name!r}; the app now asks every visitor to sign in "
+        "(survey participants excepted)"
+    )
     return 0
 
 
@@ -76,8 +79,14 @@ def run_remove(args: argparse.Namespace) -> int:
     upgrade(args.url)
     repo.remove_account(args.name, url=args.url)
     left = repo.count_accounts(url=args.url)
-    print(f"removed {args.name!r}" + ("" if left else "; no accounts left, so the app is in open mode again "
-                                     "unless RENAL_LDM_ADMIN_PASSWORD is set"))
+    print(
+        f"removed {args.name!r}"
+        + (
+            ""
+            if left
+            else "; no accounts left, so the app is in open mode again unless RENAL_LDM_ADMIN_PASSWORD is set"
+        )
+    )
     return 0
 
 

@@ -70,8 +70,10 @@ def pair_record(name: str, mask: np.ndarray, **extra) -> dict:
     """The captions.jsonl record of one pair: its file name, the caption and class fractions of its mask, extras."""
     clash = sorted(set(extra) & set(RECORD_KEYS))
     if clash:
-        raise ValueError(f"extra record fields {clash} would hide the record's own; expected names other than "
-                         f"{', '.join(RECORD_KEYS)}")
+        raise ValueError(
+            f"extra record fields {clash} would hide the record's own; expected names other than "
+            f"{', '.join(RECORD_KEYS)}"
+        )
     fractions = {by_id(k).name: float(round(v, 6)) for k, v in mask_fractions(mask).items()}
     return {"file": name, "caption": mask_to_caption(mask), "fractions": fractions, **extra}
 
@@ -145,12 +147,16 @@ def existing_entries(root: str | Path) -> list[str]:
         raise NotADirectoryError(f"output path {root} exists and is not a folder; expected a folder for the data set")
     if not root.is_dir():
         return []
-    return [name + ("/" if (root / name).is_dir() else "") for name in DATASET_ENTRIES
-            if (root / name).exists() or (root / name).is_symlink()]
+    return [
+        name + ("/" if (root / name).is_dir() else "")
+        for name in DATASET_ENTRIES
+        if (root / name).exists() or (root / name).is_symlink()
+    ]
 
 
-def check_output(root: str | Path, *, overwrite: bool = False, append: bool = False,
-                 append_hint: str | None = None) -> list[str]:
+def check_output(
+    root: str | Path, *, overwrite: bool = False, append: bool = False, append_hint: str | None = None
+) -> list[str]:
     """The one rule for an existing data set: refused unless overwrite or append. Returns the entries found.
 
     append_hint: what appending would do, named in the refusal (e.g. "to add this slide's patches"); None for
@@ -178,14 +184,24 @@ class DatasetWriter:
     with_masks: pairs carry masks and records (False: an image-only set, no captions.jsonl).
     """
 
-    def __init__(self, root: str | Path, *, with_masks: bool = True, overwrite: bool = False, append: bool = False,
-                 append_hint: str | None = None, parameters: dict | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        with_masks: bool = True,
+        overwrite: bool = False,
+        append: bool = False,
+        append_hint: str | None = None,
+        parameters: dict | None = None,
+    ) -> None:
         self.root, self.with_masks, self.parameters = Path(root), with_masks, parameters
         existing = check_output(self.root, overwrite=overwrite, append=append, append_hint=append_hint)
         self.replacing, self.appending = bool(existing) and overwrite, bool(existing) and append
         if self.appending and parameters is not None:
-            raise ValueError(f"cannot append to {self.root} with new {PARAMETERS_FILE} parameters; they describe a "
-                             "whole data set, so write a new one instead")
+            raise ValueError(
+                f"cannot append to {self.root} with new {PARAMETERS_FILE} parameters; they describe a "
+                "whole data set, so write a new one instead"
+            )
         if self.appending:
             has_masks = (self.root / MASKS_DIR).is_dir()
             if has_masks != with_masks:

@@ -43,9 +43,7 @@ def mask_pixels(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
-def load_mask(
-    path: str | Path, *, binary_class: str | None = None, zero_is_background: bool = False
-) -> np.ndarray:
+def load_mask(path: str | Path, *, binary_class: str | None = None, zero_is_background: bool = False) -> np.ndarray:
     """Label mask (H, W) uint8 from a file; see `to_label_mask` for the rules."""
     try:
         return to_label_mask(read_mask_image(path), binary_class=binary_class, zero_is_background=zero_is_background)

@@ -20,9 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset, get_worker_info
 
 from renal_ldm.captions import mask_to_caption
+from renal_ldm.data.layout import CACHE_FILE, CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, image_path, mask_path
 from renal_ldm.data.masks import load_mask
 from renal_ldm.data.slide_reader import to_rgb
-from renal_ldm.data.layout import CACHE_FILE, CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, image_path, mask_path
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
@@ -226,10 +226,10 @@ def _manifest_pairs(manifest: Path) -> list[tuple[Path, Path | None, str | None]
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}: not JSON ({exc.msg}); expected one object per line") from None
         if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a JSON object with \"image\" and \"mask\" or \"caption\"")
+            raise ValueError(f'{where}: expected a JSON object with "image" and "mask" or "caption"')
         for key in ("image", "mask", "file"):
             if row.get(key) is not None and not isinstance(row[key], str):
-                raise ValueError(f"{where}: \"{key}\" must be a file path (a string); got {row[key]!r}")
+                raise ValueError(f'{where}: "{key}" must be a file path (a string); got {row[key]!r}')
         if "image" in row:
             image = root / row["image"]
             mask = root / row["mask"] if row.get("mask") else None
@@ -238,12 +238,12 @@ def _manifest_pairs(manifest: Path) -> list[tuple[Path, Path | None, str | None]
             mask = mask_path(root, row["file"])
             mask = mask if mask.is_file() else None
         else:
-            raise ValueError(f"{where}: no \"image\" (or \"file\") key; expected \"image\" and \"mask\" or \"caption\"")
+            raise ValueError(f'{where}: no "image" (or "file") key; expected "image" and "mask" or "caption"')
         caption = row.get("caption")
         if caption is not None and not isinstance(caption, str):
-            raise ValueError(f"{where}: \"caption\" must be a string; got {type(caption).__name__}")
+            raise ValueError(f'{where}: "caption" must be a string; got {type(caption).__name__}')
         if caption is None and mask is None:
-            raise ValueError(f"{where}: neither \"mask\" nor \"caption\"; expected at least one")
+            raise ValueError(f'{where}: neither "mask" nor "caption"; expected at least one')
         for path, what in ((image, "image"), (mask, "mask")):
             if path is not None and not path.is_file():
                 raise FileNotFoundError(f"{where}: {what} file not found: {path}")
@@ -304,8 +304,14 @@ class _CaptionCache:
             self.masks_read += 1
             _check_same_size(image, size, mask, labels.shape[::-1])
             caption = mask_to_caption(labels)
-        return {"image": key[0], "mask": key[1], "options": key[2], "stats": stats, "size": list(size),
-                "caption": caption}
+        return {
+            "image": key[0],
+            "mask": key[1],
+            "options": key[2],
+            "stats": stats,
+            "size": list(size),
+            "caption": caption,
+        }
 
     def save(self) -> None:
         if not self.changed:

@@ -82,15 +82,21 @@ def tile_slide(
         if mask_reader is not None:
             sampler = _MaskSampler(mask_reader, slide_reader.dimensions, binary_class, zero_is_background)
         stem = slide_reader.path.stem
-        out = DatasetWriter(out_dir, with_masks=sampler is not None, overwrite=overwrite, append=append,
-                            append_hint="to add this slide's patches")
+        out = DatasetWriter(
+            out_dir,
+            with_masks=sampler is not None,
+            overwrite=overwrite,
+            append=append,
+            append_hint="to add this slide's patches",
+        )
         if out.appending:
             _check_not_tiled(out.root, stem)
         if sampler is None:
             tissue = _SaturationTissue(slide_reader, chunk=size, patch_extent=size * ds)
         with out:  # only now, with every request checked, may --overwrite set the old data set aside
-            written = _write(out, slide_reader, grid, level, ds, size, stem, sampler, tissue, float(min_tissue),
-                             progress)
+            written = _write(
+                out, slide_reader, grid, level, ds, size, stem, sampler, tissue, float(min_tissue), progress
+            )
         return TilingResult(
             out_dir=out.root,
             candidates=len(grid),

@@ -33,7 +33,7 @@ from renal_ldm import __version__
 from renal_ldm.fsutil import replace_dir_atomically
 from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
 from renal_ldm.models.configs import ModelConfig
-from renal_ldm.models.manifest import MANIFEST, is_checkpoint, manifest_path, read_manifest
+from renal_ldm.models.manifest import MANIFEST, read_manifest
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 KIND_LDM = "ldm"
@@ -84,7 +84,7 @@ def save_model(
         manifest = {
             "kind": kind,
             "renal_ldm_version": __version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "config": model.config.to_dict(),
             "text_encoder": model.text_encoder,
             "context_dim": model.context_dim,

@@ -159,8 +159,9 @@ def train_autoencoder(
     vae = build_vae(config)
     generator = torch.Generator().manual_seed(derive_seed(settings.seed, accelerator.process_index, 0xAE))
     optimizer = torch.optim.Adam(vae.parameters(), lr=settings.lr, betas=(0.5, 0.9))
-    loader = stream_loader(train_dataset, seed=settings.seed, batch_size=settings.batch_size,
-                           num_workers=settings.num_workers)
+    loader = stream_loader(
+        train_dataset, seed=settings.seed, batch_size=settings.batch_size, num_workers=settings.num_workers
+    )
     trainer, optimizer, loader = accelerator.prepare(VQLoss(vae), optimizer, loader)
     raw_vae = accelerator.unwrap_model(trainer).vae
 
@@ -222,8 +223,13 @@ def train_autoencoder(
         metrics.close()
 
     final = evaluate_reconstruction(raw_vae, eval_dataset, batch_size=settings.eval_batch_size)
-    final_record = {"step": settings.max_steps, "event": "eval", "held_out_psnr": final["psnr"],
-                    "codebook_usage": final["codebook_usage"], "held_out_psnr_before": before["psnr"]}
+    final_record = {
+        "step": settings.max_steps,
+        "event": "eval",
+        "held_out_psnr": final["psnr"],
+        "codebook_usage": final["codebook_usage"],
+        "held_out_psnr_before": before["psnr"],
+    }
     records.append(final_record)
     if main:
         extra = {

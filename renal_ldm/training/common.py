@@ -36,7 +36,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def check_mixed_precision(mixed_precision: str | None, *, cuda_available: bool | None = None) -> str:
-    """"no" (fp32, the default) or "bf16" (CUDA only); fp16 and anything else is a ValueError that says why."""
+    """ "no" (fp32, the default) or "bf16" (CUDA only); fp16 and anything else is a ValueError that says why."""
     value = (mixed_precision or "no").strip().lower()
     if value in ("no", "fp32", "none"):
         return "no"

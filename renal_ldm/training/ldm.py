@@ -1,11 +1,11 @@
 """Latent diffusion training: frozen VQ autoencoder and text encoder, a UNet learning epsilon, resumable.
 
-Method (reference study, ARCHITECTURE.md): AdamW lr 2.5e-5 with 1000 linear warm-up steps, epsilon MSE with
+Method (reference study; docs/architecture.md): AdamW lr 2.5e-5 with 1000 linear warm-up steps, epsilon MSE with
 t uniform over the 1000 training steps, captions dropped to "" with p = 0.1 (so the unconditional branch
 that sampling uses is trained), random horizontal / vertical flips, gradient norm clipped to 1.0, fp32 (fp16
 is refused, bf16 is opt-in on CUDA), optional EMA of the weights. The VQ encoder and the text encoder are
-frozen; caption states are cached per caption and latents per distinct flipped image (LatentCache). Everything goes through accelerate's
-Accelerator, so `accelerate launch -m renal_ldm train ...` trains on several GPUs unchanged.
+frozen; caption states are cached per caption and latents per distinct flipped image (LatentCache). Everything
+goes through accelerate's Accelerator, so `accelerate launch -m renal_ldm train ...` trains on several GPUs unchanged.
 
 Run directory:
 
@@ -64,8 +64,21 @@ RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
 TRAINING_STATE = "training_state.pt"
 # Settings that must not change when a run is resumed (the losses would no longer match the first run).
-RESUME_KEYS = ("config", "text_encoder", "seed", "batch_size", "data_fingerprint", "vae_fingerprint",
-               "caption_dropout", "flip", "warmup_steps", "lr", "num_processes", "ema", "latent_cache")
+RESUME_KEYS = (
+    "config",
+    "text_encoder",
+    "seed",
+    "batch_size",
+    "data_fingerprint",
+    "vae_fingerprint",
+    "caption_dropout",
+    "flip",
+    "warmup_steps",
+    "lr",
+    "num_processes",
+    "ema",
+    "latent_cache",
+)
 
 
 @dataclass
@@ -77,8 +90,9 @@ class LDMTrainResult:
     losses: list[float]  # the steps run in this call
 
 
-def diffusion_loss(unet, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                   noise: torch.Tensor) -> torch.Tensor:
+def diffusion_loss(
+    unet, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """Epsilon-prediction MSE (a module-level function so tests can inject a NaN)."""
     pred = unet(noisy, timesteps, encoder_hidden_states=context).sample
     return F.mse_loss(pred.float(), noise.float())
@@ -147,8 +161,15 @@ def _compatible_config(config: ModelConfig, vae_model: LatentDiffusionModel) -> 
     return config
 
 
-def _run_settings(config: ModelConfig, encoder_spec: str, context_dim: int, settings: LDMTrainSettings,
-                  data_fingerprint: str | None, vae_model: LatentDiffusionModel, num_processes: int) -> dict[str, Any]:
+def _run_settings(
+    config: ModelConfig,
+    encoder_spec: str,
+    context_dim: int,
+    settings: LDMTrainSettings,
+    data_fingerprint: str | None,
+    vae_model: LatentDiffusionModel,
+    num_processes: int,
+) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "text_encoder": encoder_spec,
@@ -222,7 +243,9 @@ def train_ldm(
         vae_path = resumed.extra.get("vae")
     else:
         if vae is None:
-            raise ValueError("training a new run needs an autoencoder: pass --vae DIR (written by `renal-ldm train-vae`)")
+            raise ValueError(
+                "training a new run needs an autoencoder: pass --vae DIR (written by `renal-ldm train-vae`)"
+            )
         vae_model = _load_vae(vae)
         resumed = None
         vae_fingerprint = vae_model.fingerprint
@@ -287,8 +310,9 @@ def train_ldm(
         rng_path = checkpoint_dir / f"rng_state_{accelerator.process_index}.pt"
         restore_rng_state(torch.load(rng_path, weights_only=True), generator)
 
-    loader = stream_loader(dataset, seed=settings.seed, batch_size=settings.batch_size,
-                           num_workers=settings.num_workers, start=consumed)
+    loader = stream_loader(
+        dataset, seed=settings.seed, batch_size=settings.batch_size, num_workers=settings.num_workers, start=consumed
+    )
     unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
     if ema is not None:
         ema.to(device)
@@ -308,9 +332,17 @@ def train_ldm(
             partial.mkdir(parents=True)
         accelerator.wait_for_everyone()
         if main:
-            _save_ldm(partial / FINAL_MODEL, accelerator.unwrap_model(unet), vae_module, config, spec, context_dim,
-                      data_fingerprint, noise_scheduler,
-                      extra={"step": step, "ema": False, "vae": vae_path, "vae_fingerprint": vae_fingerprint})
+            _save_ldm(
+                partial / FINAL_MODEL,
+                accelerator.unwrap_model(unet),
+                vae_module,
+                config,
+                spec,
+                context_dim,
+                data_fingerprint,
+                noise_scheduler,
+                extra={"step": step, "ema": False, "vae": vae_path, "vae_fingerprint": vae_fingerprint},
+            )
             torch.save(
                 {
                     "step": step,
@@ -327,8 +359,13 @@ def train_ldm(
             replace_dir(partial, checkpoint_dir)
         accelerator.wait_for_everyone()
 
-    bar = tqdm(total=settings.max_steps, initial=start_step, desc="train", unit="step",
-               disable=not (main and settings.progress))
+    bar = tqdm(
+        total=settings.max_steps,
+        initial=start_step,
+        desc="train",
+        unit="step",
+        disable=not (main and settings.progress),
+    )
     losses: list[float] = []
     step = start_step
     last_saved = start_step if has_checkpoint else None
@@ -358,8 +395,9 @@ def train_ldm(
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(unet.parameters(), settings.grad_clip)
             if grad_norm is not None and not math.isfinite(float(grad_norm)):
-                raise TrainingDiverged(_diverged_message("gradient norm", float(grad_norm), step + 1, run_dir,
-                                                         last_saved))
+                raise TrainingDiverged(
+                    _diverged_message("gradient norm", float(grad_norm), step + 1, run_dir, last_saved)
+                )
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             lr_scheduler.step()
@@ -390,17 +428,40 @@ def train_ldm(
             final_unet.load_state_dict(accelerator.unwrap_model(unet).state_dict())
             ema.copy_to(final_unet.parameters())
         history = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).exists() else []
-        _save_ldm(model_dir, final_unet, vae_module, config, spec, context_dim, data_fingerprint, noise_scheduler,
-                  extra={"step": step, "ema": settings.ema, "vae": vae_path, "vae_fingerprint": vae_fingerprint,
-                         "final_loss": history[-1]["loss"] if history else None,
-                         "settings": dataclasses.asdict(settings)})
+        _save_ldm(
+            model_dir,
+            final_unet,
+            vae_module,
+            config,
+            spec,
+            context_dim,
+            data_fingerprint,
+            noise_scheduler,
+            extra={
+                "step": step,
+                "ema": settings.ema,
+                "vae": vae_path,
+                "vae_fingerprint": vae_fingerprint,
+                "final_loss": history[-1]["loss"] if history else None,
+                "settings": dataclasses.asdict(settings),
+            },
+        )
         log(f"trained to step {step}; model written to {model_dir}")
     accelerator.wait_for_everyone()
     return LDMTrainResult(run_dir=run_dir, model_dir=model_dir, step=step, resumed_from=start_step, losses=losses)
 
 
-def _save_ldm(path: Path, unet, vae, config: ModelConfig, spec: str, context_dim: int, data_fingerprint,
-              noise_scheduler, extra: dict[str, Any]) -> None:
+def _save_ldm(
+    path: Path,
+    unet,
+    vae,
+    config: ModelConfig,
+    spec: str,
+    context_dim: int,
+    data_fingerprint,
+    noise_scheduler,
+    extra: dict[str, Any],
+) -> None:
     model = LatentDiffusionModel(
         config=config,
         vae=vae,

@@ -28,8 +28,9 @@ def _sign_in(at, name: str, password: str):
 
 
 def _shown_text(at) -> str:
-    return " ".join(str(e.value) for kind in ("title", "markdown", "info", "warning", "error", "caption")
-                    for e in getattr(at, kind))
+    return " ".join(
+        str(e.value) for kind in ("title", "markdown", "info", "warning", "error", "caption") for e in getattr(at, kind)
+    )
 
 
 def test_open_mode_shows_every_page_and_says_so(app):

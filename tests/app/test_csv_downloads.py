@@ -71,15 +71,17 @@ def test_invitations_download_neutralises_a_survey_title(admin, served):
 
 
 def test_library_zip_samples_csv_neutralises_a_caption(app_home, served):
+    from app_helpers import MAIN, RUN_TIMEOUT
     from PIL import Image
     from streamlit.testing.v1 import AppTest
 
-    from app_helpers import MAIN, RUN_TIMEOUT
-
     (app_home / "samples").mkdir()
     Image.new("RGB", (8, 8), "pink").save(app_home / "samples" / "s.png")
-    repo.add_sample(repo.NewSample(image_path="samples/s.png", caption=FORMULA, model_name="-tiny", seed=1, steps=2,
-                                   guidance=1.5, size=8))
+    repo.add_sample(
+        repo.NewSample(
+            image_path="samples/s.png", caption=FORMULA, model_name="-tiny", seed=1, steps=2, guidance=1.5, size=8
+        )
+    )
     at = AppTest.from_file(MAIN, default_timeout=RUN_TIMEOUT)
     at.run()
     at.switch_page(page_path("library.py")).run()

@@ -41,15 +41,18 @@ def test_a_path_inside_resolves_to_its_file(home):
     assert resolve_in_home("samples/../samples/a.png").read_bytes() == b"png"  # '..' that stays inside is fine
 
 
-@pytest.mark.parametrize("stored, problem", [
-    ("../outside.png", "leads outside the data directory"),
-    ("../../etc/passwd", "leads outside the data directory"),
-    ("samples/../../outside.png", "leads outside the data directory"),
-    ("/etc/passwd", "is absolute"),
-    ("", "is empty"),
-    (".", "names the data directory itself"),
-    ("samples/..", "names the data directory itself"),
-])
+@pytest.mark.parametrize(
+    "stored, problem",
+    [
+        ("../outside.png", "leads outside the data directory"),
+        ("../../etc/passwd", "leads outside the data directory"),
+        ("samples/../../outside.png", "leads outside the data directory"),
+        ("/etc/passwd", "is absolute"),
+        ("", "is empty"),
+        (".", "names the data directory itself"),
+        ("samples/..", "names the data directory itself"),
+    ],
+)
 def test_a_path_leaving_the_data_directory_is_refused_naming_it(home, stored, problem):
     with pytest.raises(ValueError, match=f"stored file path {stored!r} {problem}"):
         resolve_in_home(stored)
@@ -64,8 +67,11 @@ def test_a_symbolic_link_pointing_out_is_refused(home, tmp_path):
 
 def tampered_sample(image_path: str) -> repo.Sample:
     """A Library row whose path was changed behind the product's back (add_sample itself refuses such paths)."""
-    sample = repo.add_sample(repo.NewSample(image_path="samples/ok.png", caption="c", model_name="tiny", seed=1,
-                                            steps=2, guidance=1.5, size=8))
+    sample = repo.add_sample(
+        repo.NewSample(
+            image_path="samples/ok.png", caption="c", model_name="tiny", seed=1, steps=2, guidance=1.5, size=8
+        )
+    )
     with session_scope() as session:
         session.execute(update(models.Sample).where(models.Sample.id == sample.id).values(image_path=image_path))
     return repo.get_sample(sample.id)

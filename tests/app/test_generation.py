@@ -90,8 +90,9 @@ def gated_service(gate):
 
 
 def test_batches_are_stored_with_seeds_s_plus_i(service, tiny, app_home, loads):
-    request = SampleRequest(caption="There is a lot of Glomeruli visible in the image.", n=3, seed=40, steps=3,
-                            guidance=2.0, batch_size=2)
+    request = SampleRequest(
+        caption="There is a lot of Glomeruli visible in the image.", n=3, seed=40, steps=3, guidance=2.0, batch_size=2
+    )
     job_id = service.submit(tiny, request)
     snap = service.wait(job_id)
     assert snap.state == DONE, snap.error
@@ -112,8 +113,9 @@ def test_batches_are_stored_with_seeds_s_plus_i(service, tiny, app_home, loads):
     assert (app_home / "samples" / snap.run_id / "manifest.csv").read_text().count("\n") == 4
 
     # The same model again: not loaded a second time; image S+1 drawn alone has the same pixels.
-    again = service.wait(service.submit(tiny, SampleRequest(caption=request.caption, n=1, seed=41, steps=3,
-                                                            guidance=2.0)))
+    again = service.wait(
+        service.submit(tiny, SampleRequest(caption=request.caption, n=1, seed=41, steps=3, guidance=2.0))
+    )
     assert loads == [str(Path(tiny.path).resolve())]
     redrawn = repo.get_sample(again.sample_ids[0])
     assert (app_home / redrawn.image_path).read_bytes() == (app_home / samples[1].image_path).read_bytes()

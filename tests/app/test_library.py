@@ -78,8 +78,21 @@ def test_lists_filters_and_pages(app, samples):
 def test_details_show_every_parameter(app, samples):
     open_library(app)
     details = app.json[0].value
-    for key in ("caption", "model", "model fingerprint", "seed", "steps", "guidance", "scheduler", "eta", "size",
-                "created (UTC)", "run", "file", "sidecar"):
+    for key in (
+        "caption",
+        "model",
+        "model fingerprint",
+        "seed",
+        "steps",
+        "guidance",
+        "scheduler",
+        "eta",
+        "size",
+        "created (UTC)",
+        "run",
+        "file",
+        "sidecar",
+    ):
         assert key in details
 
 

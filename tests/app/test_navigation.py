@@ -26,8 +26,10 @@ def test_every_page_renders(app, filename, title):
     assert not app.exception, [e.message for e in app.exception]
     assert len(app.main.children) > 0, f"{filename} shows nothing"
     if filename in {"compose.py", "generate.py", "library.py"}:
-        assert app.title[0].value == {"compose.py": "Compose a caption", "generate.py": "Generate tissue",
-                                      "library.py": "Library"}[filename]
+        assert (
+            app.title[0].value
+            == {"compose.py": "Compose a caption", "generate.py": "Generate tissue", "library.py": "Library"}[filename]
+        )
 
 
 def test_every_page_renders_with_a_model_and_samples(app, tiny_model):

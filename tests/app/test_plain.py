@@ -21,8 +21,19 @@ def _rendered_text(markdown: str) -> str:
 
 @pytest.mark.parametrize(
     "name",
-    ["**bold** [x](http://evil.example)", "# heading", "`code`", "_under_ *star*", ":red[alert] :material/home:",
-     "$x^2$", "<b>html</b>", "1. list", "- item", "back\\slash", "plain name"],
+    [
+        "**bold** [x](http://evil.example)",
+        "# heading",
+        "`code`",
+        "_under_ *star*",
+        ":red[alert] :material/home:",
+        "$x^2$",
+        "<b>html</b>",
+        "1. list",
+        "- item",
+        "back\\slash",
+        "plain name",
+    ],
 )
 def test_markdown_in_a_name_renders_literally(name):
     assert _rendered_text(f"Model {literal(name)} is ready") == f"Model {name} is ready"

@@ -54,8 +54,9 @@ def read_zip(data: bytes) -> dict[str, list[dict[str, str]]]:
     """Each CSV of the export as rows of raw cells (as a spreadsheet would receive them)."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert sorted(archive.namelist()) == [export.ANSWERS_FILE, export.ITEMS_FILE]
-        return {name: list(csv.DictReader(io.StringIO(archive.read(name).decode("utf-8"))))
-                for name in archive.namelist()}
+        return {
+            name: list(csv.DictReader(io.StringIO(archive.read(name).decode("utf-8")))) for name in archive.namelist()
+        }
 
 
 def library_and_upload_survey(home) -> int:
@@ -63,14 +64,27 @@ def library_and_upload_survey(home) -> int:
     ids = []
     for seed in (7, 8):
         (home / "samples" / f"s{seed}.png").write_bytes(png(seed))
-        ids.append(repo.add_sample(repo.NewSample(
-            image_path=f"samples/s{seed}.png", caption=f"-Tubuli, seed {seed}", model_name="tiny-ldm", seed=seed,
-            steps=25, guidance=2.5, size=64, scheduler="ddim")).id)
+        ids.append(
+            repo.add_sample(
+                repo.NewSample(
+                    image_path=f"samples/s{seed}.png",
+                    caption=f"-Tubuli, seed {seed}",
+                    model_name="tiny-ldm",
+                    seed=seed,
+                    steps=25,
+                    guidance=2.5,
+                    size=64,
+                    scheduler="ddim",
+                )
+            ).id
+        )
     synthetic, problems = files.gather(files.LIBRARY, "synthetic", 2, library_ids=ids)
-    real, _ = files.gather(files.UPLOAD, "real", 2, uploads=[Upload(f"{FORMULA}.png", png(1)),
-                                                             Upload("biopsy_12.png", png(2, 80))])
-    result = admin.create_survey_from_files("Export study", real, synthetic, n_real=2, n_synthetic=2, size=64,
-                                            max_upload_mb=5, source_errors=problems)
+    real, _ = files.gather(
+        files.UPLOAD, "real", 2, uploads=[Upload(f"{FORMULA}.png", png(1)), Upload("biopsy_12.png", png(2, 80))]
+    )
+    result = admin.create_survey_from_files(
+        "Export study", real, synthetic, n_real=2, n_synthetic=2, size=64, max_upload_mb=5, source_errors=problems
+    )
     assert result.errors == [] and result.token
     return repo.get_survey_by_token(result.token).id
 
@@ -84,15 +98,18 @@ def test_export_has_answers_items_and_each_items_provenance(home):
     tables = read_zip(export.export_zip(survey_id))
 
     answers = tables[export.ANSWERS_FILE]
-    assert len(answers) == 4 and {a["experience"] for a in answers} == {"4"} and {a["answer"] for a in answers} == {
-        "real"}
+    assert (
+        len(answers) == 4 and {a["experience"] for a in answers} == {"4"} and {a["answer"] for a in answers} == {"real"}
+    )
     items = tables[export.ITEMS_FILE]
     stored = repo.survey_items_with_truth(survey_id)
     assert [(int(r["question"]), r["public_id"], r["truth"], r["file"]) for r in items] == [
-        (i.position + 1, i.public_id, i.truth, i.image_path.rsplit("/", 1)[-1]) for i in stored]
+        (i.position + 1, i.public_id, i.truth, i.image_path.rsplit("/", 1)[-1]) for i in stored
+    ]
     library = sorted((r for r in items if r["source"] == "library sample"), key=lambda r: r["seed"])
-    assert [(r["model"], restore_cell(r["caption"]), r["seed"], r["steps"], r["guidance"], r["scheduler"])
-            for r in library] == [("tiny-ldm", f"-Tubuli, seed {s}", str(s), "25", "2.5", "ddim") for s in (7, 8)]
+    assert [
+        (r["model"], restore_cell(r["caption"]), r["seed"], r["steps"], r["guidance"], r["scheduler"]) for r in library
+    ] == [("tiny-ldm", f"-Tubuli, seed {s}", str(s), "25", "2.5", "ddim") for s in (7, 8)]
     assert {r["truth"] for r in library} == {"synthetic"}
     uploads = {restore_cell(r["original_file"]): r for r in items if r["source"] == "upload"}
     assert set(uploads) == {f"{FORMULA}.png", "biopsy_12.png"} and {r["truth"] for r in uploads.values()} == {"real"}
@@ -119,8 +136,12 @@ def test_demo_phantoms_carry_their_seed(home, monkeypatch):
     items = read_zip(export.export_zip(repo.get_survey_by_token(demo.token).id))[export.ITEMS_FILE]
     seeds = {(r["truth"], int(r["phantom_seed"])) for r in items}
     assert {r["source"] for r in items} == {"demo phantom"}
-    assert seeds == {("real", 5), ("real", 6), ("synthetic", PHANTOM_SYNTHETIC_SEED_OFFSET + 5),
-                     ("synthetic", PHANTOM_SYNTHETIC_SEED_OFFSET + 6)}
+    assert seeds == {
+        ("real", 5),
+        ("real", 6),
+        ("synthetic", PHANTOM_SYNTHETIC_SEED_OFFSET + 5),
+        ("synthetic", PHANTOM_SYNTHETIC_SEED_OFFSET + 6),
+    }
 
 
 def test_a_survey_without_recorded_provenance_says_so(home):

@@ -39,8 +39,13 @@ def image_folder(path, n: int):
 def test_uploads_are_taken_as_given_and_other_inputs_are_not_read(tmp_path):
     uploads = [FakeUpload("a.png", b"A"), FakeUpload("b.jpg", b"B")]
     got = files.gather(files.UPLOAD, "real", 1, uploads=uploads, folder=str(tmp_path / "missing"))
-    assert got == ([files.SourceFile("a.png", b"A", {"source": "upload", "file": "a.png"}),
-                    files.SourceFile("b.jpg", b"B", {"source": "upload", "file": "b.jpg"})], [])
+    assert got == (
+        [
+            files.SourceFile("a.png", b"A", {"source": "upload", "file": "a.png"}),
+            files.SourceFile("b.jpg", b"B", {"source": "upload", "file": "b.jpg"}),
+        ],
+        [],
+    )
     assert files.gather(files.UPLOAD, "real", 1, uploads=None) == ([], [])
 
 
@@ -54,23 +59,30 @@ def test_folder_gives_its_images_and_at_most_n_of_them(tmp_path):
     assert problems == [] and len(some) == 2 and {f.name for f in some} <= {f"{i}.png" for i in range(5)}
 
 
-@pytest.mark.parametrize("folder, expected", [
-    ("", "Give the server folder of the synthetic images."),
-    ("   ", "Give the server folder of the synthetic images."),
-    (None, "Give the server folder of the synthetic images."),
-])
+@pytest.mark.parametrize(
+    "folder, expected",
+    [
+        ("", "Give the server folder of the synthetic images."),
+        ("   ", "Give the server folder of the synthetic images."),
+        (None, "Give the server folder of the synthetic images."),
+    ],
+)
 def test_folder_not_given_is_one_problem_naming_the_half(folder, expected):
     assert files.gather(files.FOLDER, "synthetic", 3, folder=folder) == ([], [expected])
 
 
 def test_missing_or_imageless_folder_is_one_problem_naming_it(tmp_path):
     gathered, problems = files.gather(files.FOLDER, "real", 3, folder=str(tmp_path / "nowhere"))
-    assert gathered == [] and problems == [f"Real images: folder {str(tmp_path / 'nowhere')!r} does not exist "
-                                           "on the server"]
+    assert gathered == [] and problems == [
+        f"Real images: folder {str(tmp_path / 'nowhere')!r} does not exist on the server"
+    ]
     (tmp_path / "empty").mkdir()
     _, problems = files.gather(files.FOLDER, "synthetic", 3, folder=str(tmp_path / "empty"))
-    assert len(problems) == 1 and problems[0].startswith("Synthetic images: folder") and "holds no image files" \
-        in problems[0]
+    assert (
+        len(problems) == 1
+        and problems[0].startswith("Synthetic images: folder")
+        and "holds no image files" in problems[0]
+    )
     (tmp_path / "a-file.png").write_bytes(png(0))
     _, problems = files.gather(files.FOLDER, "real", 3, folder=str(tmp_path / "a-file.png"))
     assert problems == [f"Real images: {str(tmp_path / 'a-file.png')!r} is not a folder; expected a folder of images"]
@@ -101,13 +113,32 @@ def test_library_samples_by_id_and_a_deleted_one_named(tmp_path, monkeypatch):
     try:
         (tmp_path / "samples").mkdir()
         (tmp_path / "samples" / "s1.png").write_bytes(png(1))
-        kept = repo.add_sample(repo.NewSample(image_path="samples/s1.png", caption="c", model_name="tiny", seed=1,
-                                              steps=2, guidance=1.5, size=8, scheduler="ddpm"))
+        kept = repo.add_sample(
+            repo.NewSample(
+                image_path="samples/s1.png",
+                caption="c",
+                model_name="tiny",
+                seed=1,
+                steps=2,
+                guidance=1.5,
+                size=8,
+                scheduler="ddpm",
+            )
+        )
         gathered, problems = files.gather(files.LIBRARY, "synthetic", 2, library_ids=[kept.id, kept.id + 1])
         assert [(f.name, f.data) for f in gathered] == [(f"Library sample #{kept.id}", png(1))]
-        assert gathered[0].provenance == {"source": "library sample", "sample_id": kept.id, "model": "tiny",
-                                          "caption": "c", "seed": 1, "steps": 2, "guidance": 1.5,
-                                          "scheduler": "ddpm", "eta": 0.0, "size": 8}
+        assert gathered[0].provenance == {
+            "source": "library sample",
+            "sample_id": kept.id,
+            "model": "tiny",
+            "caption": "c",
+            "seed": 1,
+            "steps": 2,
+            "guidance": 1.5,
+            "scheduler": "ddpm",
+            "eta": 0.0,
+            "size": 8,
+        }
         assert problems == [f"Library sample #{kept.id + 1}: no longer in the Library (deleted); pick another"]
         assert files.gather(files.LIBRARY, "synthetic", 2, library_ids=None) == ([], [])
     finally:

@@ -111,8 +111,17 @@ def library_sample(home, seed: int, size: int = 64) -> tuple[int, bytes]:
     png = encode_png(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8))
     (home / "samples").mkdir(exist_ok=True)
     (home / "samples" / f"s{seed}.png").write_bytes(png)
-    sample = repo.add_sample(repo.NewSample(image_path=f"samples/s{seed}.png", caption=f"caption {seed}",
-                                            model_name="tiny", seed=seed, steps=3, guidance=1.5, size=size))
+    sample = repo.add_sample(
+        repo.NewSample(
+            image_path=f"samples/s{seed}.png",
+            caption=f"caption {seed}",
+            model_name="tiny",
+            seed=seed,
+            steps=3,
+            guidance=1.5,
+            size=size,
+        )
+    )
     return sample.id, png
 
 
@@ -124,10 +133,13 @@ def test_a_survey_made_from_library_samples_at_the_survey_size_never_has_their_b
     # without the stamp, the survey file would be the Library file byte for byte (same pixels, same encoder)
     assert normalise_image(decoded(samples[0][1]), 64) == samples[0][1]
     synthetic, problems = files.gather(files.LIBRARY, "synthetic", 2, library_ids=[i for i, _ in samples])
-    real = [(f"r{i}.png", normalise_image(np.random.default_rng(10 + i).integers(0, 256, (64, 64, 3), np.uint8), 64))
-            for i in range(2)]
-    result = admin.create_survey_from_files("From the Library", real, synthetic, n_real=2, n_synthetic=2, size=64,
-                                            max_upload_mb=5, source_errors=problems)
+    real = [
+        (f"r{i}.png", normalise_image(np.random.default_rng(10 + i).integers(0, 256, (64, 64, 3), np.uint8), 64))
+        for i in range(2)
+    ]
+    result = admin.create_survey_from_files(
+        "From the Library", real, synthetic, n_real=2, n_synthetic=2, size=64, max_upload_mb=5, source_errors=problems
+    )
     assert result.errors == [] and result.token
     library = {png: decoded(png) for _, png in samples}
     for item, data in stored(result.token):
@@ -154,7 +166,7 @@ def test_the_stamp_is_the_same_kind_of_chunk_in_both_halves_and_tells_nothing(ho
 
     token = store.create_image_survey("Stamped", pngs(3, 0), pngs(3, 10))
     layouts, payloads = set(), set()
-    for item, data in stored(token):
+    for _item, data in stored(token):
         chunks = png_chunks(data)
         layouts.add(tuple((kind, len(body)) for kind, body in chunks if kind != b"IDAT"))
         payloads.add(dict(chunks)[PRIVATE_CHUNK])
@@ -174,7 +186,11 @@ def test_a_duplicate_has_its_own_files_with_the_same_truths_positions_and_proven
     assert not {i.image_path for i in old} & {i.image_path for i in new}
     assert store.items_provenance([i.image_path for i in new]) == store.items_provenance([i.image_path for i in old])
     assert sorted(p.get("file", "") for p in store.items_provenance([i.image_path for i in new])) == [
-        "", "", "r0.png", "r1.png"]
+        "",
+        "",
+        "r0.png",
+        "r1.png",
+    ]
 
 
 def test_a_failed_duplicate_leaves_no_folder_behind(home, monkeypatch):
@@ -215,13 +231,16 @@ def test_creation_warns_when_the_halves_differ_in_format_and_size(home):
 
     real = [(f"scan{i}.jpg", encoded(noise(96, i), "JPEG", quality=90)) for i in range(2)]
     synthetic = [(f"sample{i}.png", encoded(noise(64, 10 + i), "PNG")) for i in range(2)]
-    result = admin.create_survey_from_files("Mixed", real, synthetic, n_real=2, n_synthetic=2, size=64,
-                                            max_upload_mb=5)
+    result = admin.create_survey_from_files("Mixed", real, synthetic, n_real=2, n_synthetic=2, size=64, max_upload_mb=5)
     assert result.errors == [] and result.token  # warned, not refused
-    assert ("Native formats differ: the real half is all JPEG and the synthetic half all PNG: a participant can "
-            "tell them apart by compression artefacts.") in result.warnings
-    assert any(w.startswith("Native sizes differ: the real half is all 96 x 96 px and the synthetic half all "
-                            "64 x 64 px") for w in result.warnings)
+    assert (
+        "Native formats differ: the real half is all JPEG and the synthetic half all PNG: a participant can "
+        "tell them apart by compression artefacts."
+    ) in result.warnings
+    assert any(
+        w.startswith("Native sizes differ: the real half is all 96 x 96 px and the synthetic half all 64 x 64 px")
+        for w in result.warnings
+    )
     assert not any("modes" in w or "colour profiles" in w for w in result.warnings)
 
 
@@ -230,8 +249,7 @@ def test_alike_halves_give_no_warning(home):
 
     real = [(f"r{i}.png", encoded(noise(64, i), "PNG")) for i in range(2)]
     synthetic = [(f"s{i}.png", encoded(noise(64, 10 + i), "PNG")) for i in range(2)]
-    result = admin.create_survey_from_files("Alike", real, synthetic, n_real=2, n_synthetic=2, size=64,
-                                            max_upload_mb=5)
+    result = admin.create_survey_from_files("Alike", real, synthetic, n_real=2, n_synthetic=2, size=64, max_upload_mb=5)
     assert result.token and result.warnings == []
 
 
@@ -243,14 +261,18 @@ def test_a_small_image_is_refused_unless_up_scaling_is_allowed(home):
     args = {"n_real": 2, "n_synthetic": 2, "size": 64, "max_upload_mb": 5}
     refused = admin.create_survey_from_files("Small", real, synthetic, **args)
     assert refused.token is None and repo.list_surveys() == []
-    assert refused.errors == ["Real image tiny.png: 40 x 40 px is smaller than the survey size of 64 x 64 px and "
-                              "would be up-scaled (up-scaled images look soft, which gives the answer away); "
-                              "expected at least 64 px on the shorter side: pick a smaller survey size, or tick "
-                              "'Allow up-scaling'"]
+    assert refused.errors == [
+        "Real image tiny.png: 40 x 40 px is smaller than the survey size of 64 x 64 px and "
+        "would be up-scaled (up-scaled images look soft, which gives the answer away); "
+        "expected at least 64 px on the shorter side: pick a smaller survey size, or tick "
+        "'Allow up-scaling'"
+    ]
     allowed = admin.create_survey_from_files("Small", real, synthetic, allow_upscale=True, **args)
     assert allowed.errors == [] and allowed.token
-    assert "Real image tiny.png: 40 x 40 px is up-scaled to 64 x 64 px (allowed): up-scaled images look soft, and " \
-           "soft images give the answer away when the other half is sharp" in allowed.warnings
+    assert (
+        "Real image tiny.png: 40 x 40 px is up-scaled to 64 x 64 px (allowed): up-scaled images look soft, and "
+        "soft images give the answer away when the other half is sharp" in allowed.warnings
+    )
 
 
 def test_survey_images_are_served_as_stored_whatever_their_size():

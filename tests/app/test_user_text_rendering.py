@@ -29,8 +29,9 @@ def shown_texts(at) -> list[str]:
 
 
 def test_a_model_named_with_markdown_renders_literally(app, app_home):
-    repo.add_sample(image_path="samples/x.png", caption="c", model_name=MARKDOWN_NAME, seed=1, steps=2,
-                    guidance=1.5, size=32)
+    repo.add_sample(
+        image_path="samples/x.png", caption="c", model_name=MARKDOWN_NAME, seed=1, steps=2, guidance=1.5, size=32
+    )
     app.switch_page(page_path("library.py")).run()
     assert not app.exception
     assert any(f"· {MARKDOWN_NAME}" in text for text in shown_texts(app)), shown_texts(app)

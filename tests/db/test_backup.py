@@ -42,8 +42,17 @@ def populate(url: str, home: Path) -> None:
 
     repo.save_preset("Glomeruli high", "This image showcases...", {"Glomeruli": "high"}, url=url)
     for i in range(2):
-        repo.add_sample(image_path=write(f"samples/run-1/{i:04d}.png"), caption=f"caption {i}", model_name="demo",
-                        seed=i, steps=50, guidance=1.5, size=256, run_id="run-1", url=url)
+        repo.add_sample(
+            image_path=write(f"samples/run-1/{i:04d}.png"),
+            caption=f"caption {i}",
+            model_name="demo",
+            seed=i,
+            steps=50,
+            guidance=1.5,
+            size=256,
+            run_id="run-1",
+            url=url,
+        )
     items = [(write(f"survey/{n}.png"), truth) for n, truth in enumerate(["real", "synthetic"] * 2)]
     token = repo.create_survey("Study", items, url=url)
     resume = repo.start_participant(token, 4, rng=random.Random(1), url=url)
@@ -185,8 +194,10 @@ def _foreign_manifest(name, data, manifest):
         (lambda src, dest: dest.write_bytes(src.read_bytes()[: src.stat().st_size // 2]), "damaged|not a renal-ldm"),
         (lambda src, dest: dest.write_bytes(b"PK\x03\x04 not a tar at all" * 40), "not a renal-ldm backup"),
         (lambda src, dest: _rewrite(src, dest, _flip_one_image), r"damaged: member 'files/.*1\.png' .*sha256"),
-        (lambda src, dest: _rewrite(src, dest, lambda n, d, m: None if n == MANIFEST_NAME else (n, d)),
-         f"no readable {MANIFEST_NAME}"),
+        (
+            lambda src, dest: _rewrite(src, dest, lambda n, d, m: None if n == MANIFEST_NAME else (n, d)),
+            f"no readable {MANIFEST_NAME}",
+        ),
         (lambda src, dest: _rewrite(src, dest, _escape), r"'files/\.\./\.\./outside\.png'.*outside the data directory"),
         (lambda src, dest: _rewrite(src, dest, _foreign_manifest), "not a renal-ldm backup"),
     ],
@@ -219,7 +230,9 @@ def test_cli_backup_and_restore(home, tmp_path, monkeypatch, capsys):
         assert "files: 8" in capsys.readouterr().out
         with tarfile.open(out) as tar:  # the live database travels as database.sqlite3, not as a data file
             assert sorted(n for n in tar.getnames() if not n.startswith("files/")) == [
-                "database.sqlite3", MANIFEST_NAME]
+                "database.sqlite3",
+                MANIFEST_NAME,
+            ]
             assert not [n for n in tar.getnames() if "renal_ldm.sqlite3" in n]
 
         assert main(["db", "backup", "--out", str(out)]) == 2

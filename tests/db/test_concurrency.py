@@ -50,7 +50,7 @@ def test_the_same_answer_submitted_concurrently_is_stored_once(db_url):
         item = repo.next_unanswered_item(resume, url=db_url)
         barrier = threading.Barrier(clicks)
 
-        def click(n: int, public_id: str = item.public_id) -> tuple[bool, str]:
+        def click(n: int, public_id: str = item.public_id, barrier=barrier) -> tuple[bool, str]:
             answer = "real" if n % 2 else "synthetic"
             barrier.wait()
             return repo.record_answer(resume, public_id, answer, url=db_url), answer

@@ -30,8 +30,11 @@ def test_an_invitation_starts_one_participant_then_resumes_them(db_url, survey):
     assert repo.get_invitation(first.token, url=db_url).resume_token == resume
     assert repo.get_participant(resume, url=db_url).experience == 4  # the second opening changed nothing
     used, unused = repo.list_invitations(survey.id, url=db_url)
-    assert (used.token, used.used, used.participant_id) == (first.token, True, repo.get_participant(resume,
-                                                                                                 url=db_url).id)
+    assert (used.token, used.used, used.participant_id) == (
+        first.token,
+        True,
+        repo.get_participant(resume, url=db_url).id,
+    )
     assert used.used_at is not None and not unused.used
     assert repo.get_survey(survey.id, url=db_url).participant_count == 1
     (person,) = repo.survey_participants(survey.id, url=db_url)
@@ -130,8 +133,10 @@ def test_exclusion_is_stored_per_participant(db_url, survey):
     a = repo.get_participant(repo.start_participant(survey.token, 2, url=db_url), url=db_url)
     b = repo.get_participant(repo.start_participant(survey.token, 5, url=db_url), url=db_url)
     repo.set_participant_excluded(survey.id, b.id, True, url=db_url)
-    assert [(p.id, p.excluded) for p in repo.survey_participants(survey.id, url=db_url)] == [(a.id, False),
-                                                                                           (b.id, True)]
+    assert [(p.id, p.excluded) for p in repo.survey_participants(survey.id, url=db_url)] == [
+        (a.id, False),
+        (b.id, True),
+    ]
     repo.set_participant_excluded(survey.id, b.id, False, url=db_url)
     assert not any(p.excluded for p in repo.survey_participants(survey.id, url=db_url))
     other = repo.get_survey_by_token(repo.create_survey("Other", ITEMS, url=db_url), url=db_url)

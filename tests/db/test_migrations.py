@@ -28,8 +28,9 @@ def test_upgrade_again_keeps_answers_annotations_and_samples(db_url):
     resume = repo.start_participant(token, experience=4, rng=random.Random(0), url=db_url)
     item = repo.next_unanswered_item(resume, url=db_url)
     repo.record_answer(resume, item.public_id, "real", url=db_url)
-    repo.add_sample(image_path="samples/s.png", caption="c", model_name="demo", seed=1, steps=5, guidance=1.5,
-                    size=64, url=db_url)
+    repo.add_sample(
+        image_path="samples/s.png", caption="c", model_name="demo", seed=1, steps=5, guidance=1.5, size=64, url=db_url
+    )
     with session_scope(db_url) as session:
         slide = models.Slide(name="slide", path="slides/1.tiff", width=512, height=512, patch_size=256)
         session.add(slide)
@@ -84,10 +85,18 @@ def test_upgrade_to_0003_keeps_shared_links_on_and_participants_included(empty_d
 
     upgrade(empty_db_url, "0002")
     with get_engine(empty_db_url).begin() as connection:
-        connection.execute(sa.text("INSERT INTO surveys (id, token, title, is_demo, status, created_at) "
-                                   "VALUES (1, 'tok', 'Old', false, 'open', CURRENT_TIMESTAMP)"))
-        connection.execute(sa.text("INSERT INTO participants (id, survey_id, resume_token, item_order, started_at) "
-                                   "VALUES (1, 1, 'res', '[]', CURRENT_TIMESTAMP)"))
+        connection.execute(
+            sa.text(
+                "INSERT INTO surveys (id, token, title, is_demo, status, created_at) "
+                "VALUES (1, 'tok', 'Old', false, 'open', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO participants (id, survey_id, resume_token, item_order, started_at) "
+                "VALUES (1, 1, 'res', '[]', CURRENT_TIMESTAMP)"
+            )
+        )
     assert upgrade(empty_db_url) == head_revision()
     survey = repo.get_survey(1, url=empty_db_url)
     assert (survey.shared_link, survey.participant_cap, survey.participant_count) == (True, None, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +11,17 @@ from db import repository as repo
 
 
 def _new(i: int, **overrides) -> dict:
-    fields = dict(image_path=f"samples/run/{i:04d}.png", caption=f"caption {i}", model_name="demo", seed=i,
-                  steps=50, guidance=1.5, size=256, run_id="run-1", extra={"i": i})
+    fields = dict(
+        image_path=f"samples/run/{i:04d}.png",
+        caption=f"caption {i}",
+        model_name="demo",
+        seed=i,
+        steps=50,
+        guidance=1.5,
+        size=256,
+        run_id="run-1",
+        extra={"i": i},
+    )
     return fields | overrides
 
 
@@ -23,13 +33,14 @@ def test_add_get_and_newest_first(db_url):
     assert repo.get_sample(10**6, url=db_url) is None
     assert [s.seed for s in repo.list_samples(url=db_url)] == [2, 1, 0]
     assert batch[0].extra == {"i": 1} and batch[0].scheduler == "ddim" and batch[0].eta == 0.0
-    with pytest.raises(Exception):  # frozen: never a live row
+    with pytest.raises(dataclasses.FrozenInstanceError):  # frozen: never a live row
         first.caption = "x"
 
 
 def test_filters_pagination_and_count(db_url):
-    repo.add_samples([_new(i, model_name="demo" if i % 2 else "big", caption=f"Glomeruli_{i} 100%")
-                      for i in range(7)], url=db_url)
+    repo.add_samples(
+        [_new(i, model_name="demo" if i % 2 else "big", caption=f"Glomeruli_{i} 100%") for i in range(7)], url=db_url
+    )
     assert repo.count_samples(url=db_url) == 7
     assert repo.count_samples(model_name="big", url=db_url) == 4
     assert [s.seed for s in repo.list_samples(caption_contains="glomeruli_3", url=db_url)] == [3]

@@ -8,8 +8,12 @@ import pytest
 
 from db import repository as repo
 
-ITEMS = [("survey/r1.png", "real"), ("survey/s1.png", "synthetic"), ("survey/r2.png", "Real"),
-         ("survey/s2.png", "synthetic")]
+ITEMS = [
+    ("survey/r1.png", "real"),
+    ("survey/s1.png", "synthetic"),
+    ("survey/r2.png", "Real"),
+    ("survey/s2.png", "synthetic"),
+]
 
 
 def test_create_and_find_by_token(db_url):
@@ -22,9 +26,7 @@ def test_create_and_find_by_token(db_url):
     assert [s.title for s in repo.list_surveys(url=db_url)] == ["Demo", "Study"]
     assert [s.title for s in repo.list_surveys(include_demo=False, url=db_url)] == ["Study"]
     items = repo.survey_items_with_truth(survey.id, url=db_url)
-    assert [(i.image_path, i.truth, i.position) for i in items] == [
-        (p, t.lower(), n) for n, (p, t) in enumerate(ITEMS)
-    ]
+    assert [(i.image_path, i.truth, i.position) for i in items] == [(p, t.lower(), n) for n, (p, t) in enumerate(ITEMS)]
     assert len({i.public_id for i in items}) == 4
 
 
@@ -57,7 +59,7 @@ def test_status_and_duplicate(db_url):
     assert (copy.title, copy.status, copy.item_count, copy.participant_count) == ("Study (copy)", "draft", 4, 0)
     old = repo.survey_items_with_truth(survey.id, url=db_url)
     new = repo.survey_items_with_truth(copy.id, url=db_url)
-    assert [(i.image_path, i.truth) for i in new] == [(p, i.truth) for p, i in zip(copies, old)]
+    assert [(i.image_path, i.truth) for i in new] == [(p, i.truth) for p, i in zip(copies, old, strict=True)]
     assert not {i.public_id for i in old} & {i.public_id for i in new}
     with pytest.raises(ValueError, match="has 4 items; got 3 image paths"):
         repo.duplicate_survey(survey.id, copies[:3], url=db_url)
@@ -75,7 +77,10 @@ def test_survey_answers_pair_truth_with_answer(db_url):
     assert len(records) == 8
     assert [r.question for r in records[:4]] == [1, 2, 3, 4]
     assert [(r.experience, r.truth, r.answer) for r in records[:4]] == [
-        (5, "real", "real"), (5, "synthetic", "real"), (5, "real", "real"), (5, "synthetic", "real")
+        (5, "real", "real"),
+        (5, "synthetic", "real"),
+        (5, "real", "real"),
+        (5, "synthetic", "real"),
     ]
     assert repo.get_survey(survey.id, url=db_url).finished_count == 2
 
@@ -106,6 +111,8 @@ def test_import_responses_all_or_nothing(db_url):
     assert repo.import_responses(survey.id, good, url=db_url) == repo.ImportSummary(participants=2, answers=3)
     records = repo.survey_answers(survey.id, url=db_url)
     assert [(r.experience, r.question, r.answer) for r in records] == [
-        (5, 1, "real"), (5, 2, "synthetic"), (1, 2, "real")
+        (5, 1, "real"),
+        (5, 2, "synthetic"),
+        (1, 2, "real"),
     ]
     assert repo.get_survey(survey.id, url=db_url).finished_count == 2

@@ -107,8 +107,9 @@ def library_samples(home, n: int, size: int) -> list[int]:
         rel = f"samples/access/{i}.png"
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(home / rel)
-        ids.append(repo.add_sample(image_path=rel, caption="c", model_name="demo", seed=i, steps=2, guidance=1.5,
-                                   size=size).id)
+        ids.append(
+            repo.add_sample(image_path=rel, caption="c", model_name="demo", seed=i, steps=2, guidance=1.5, size=size).id
+        )
     return ids
 
 
@@ -121,8 +122,9 @@ def test_a_participant_who_leaves_the_survey_reaches_nothing_else(browser, accou
     ids = library_samples(accounts_env.home, 4, size)
     files, problems = library_files(ids)
     assert not problems
-    result = create_survey_from_files("Access", files[:2], files[2:], n_real=2, n_synthetic=2, size=size,
-                                      max_upload_mb=20)
+    result = create_survey_from_files(
+        "Access", files[:2], files[2:], n_real=2, n_synthetic=2, size=size, max_upload_mb=20
+    )
     assert not result.errors, result.errors
     library_bytes = {(accounts_env.home / s.image_path).read_bytes() for s in map(repo.get_sample, ids)}
 

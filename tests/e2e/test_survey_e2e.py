@@ -24,8 +24,7 @@ MIN_VIEW_S = 0.45  # wait this long before answering a freshly drawn image (the 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = start_app_server(tmp_path_factory.mktemp("survey_home"),
-                              extra_env={"RENAL_LDM_ADMIN_PASSWORD": PASSWORD})
+    server = start_app_server(tmp_path_factory.mktemp("survey_home"), extra_env={"RENAL_LDM_ADMIN_PASSWORD": PASSWORD})
     yield server
     stop_app_server(server)
 
@@ -140,8 +139,10 @@ class Recorder:
         page.on("websocket", self._websocket)
 
     def _websocket(self, ws) -> None:
-        ws.on("framereceived", lambda payload: self.frames.append(
-            payload if isinstance(payload, bytes) else payload.encode("utf-8")))
+        ws.on(
+            "framereceived",
+            lambda payload: self.frames.append(payload if isinstance(payload, bytes) else payload.encode("utf-8")),
+        )
 
     def _response(self, response) -> None:
         try:
@@ -199,7 +200,8 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
         for number in range(3, 7):
             answer(ppage, plan[number - 1], number)
         ppage.get_by_label("Optional: did you notice any patterns, or use a strategy to decide?").fill(
-            "Looked at the nuclei and the white spaces.")
+            "Looked at the nuclei and the white spaces."
+        )
         ppage.get_by_role("button", name="Finish").click()
         ppage.get_by_text("Thank you for taking part").wait_for()
         screenshot(ppage, "survey-participant-thanks")
@@ -218,7 +220,9 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
 
         # --- nothing served to the participant carries the truth
         assert recorder.frames, "websocket frames were recorded"
-        secrets_ = {i.public_id for i in items} | {i.image_path for i in items} | {i.image_path.split("/")[1] for i in items}
+        secrets_ = (
+            {i.public_id for i in items} | {i.image_path for i in items} | {i.image_path.split("/")[1] for i in items}
+        )
         blobs = recorder.frames + [body for url, body in recorder.responses if "/static/" not in url]
         for blob in blobs:
             for secret in secrets_:
@@ -226,8 +230,9 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
         from app import survey_participant as flow
 
         fixed_lines = {line.strip() for text in flow.STATIC_TEXTS for line in text.splitlines() if line.strip()}
-        allowed = sorted({t.encode() for t in fixed_lines} | {b"Is this image real or synthetic?"}, key=len,
-                         reverse=True)
+        allowed = sorted(
+            {t.encode() for t in fixed_lines} | {b"Is this image real or synthetic?"}, key=len, reverse=True
+        )
         leaks = []
         for frame in recorder.frames:
             text = frame

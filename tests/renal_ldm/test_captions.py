@@ -123,8 +123,10 @@ def test_every_written_caption_parses_back():
 
 
 def test_parsing_tolerates_whitespace_and_case():
-    messy = "  this IMAGE showcases various types of tissue structures found in renal tissue.   \n\n" \
+    messy = (
+        "  this IMAGE showcases various types of tissue structures found in renal tissue.   \n\n"
         "THE prevalence of   tubuli is MEDIUM.  there is a lot of glomeruli visible in the image.\r\n"
+    )
     assert caption_to_levels(messy) == {"Tubuli": "medium", "Glomeruli": "high"}
     assert caption_to_levels("") == {}
 
@@ -138,7 +140,12 @@ def test_unknown_class_name_lists_valid_names():
         "'Glomeruli', 'Sclerotic Glomeruli', 'other kidney tissue', 'Dilated Tubuli'"
     )
     assert [c.name for c in CAPTIONED_CLASSES] == [
-        "Arteries", "Atrophic Tubuli", "Tubuli", "Glomeruli", "Sclerotic Glomeruli", "other kidney tissue",
+        "Arteries",
+        "Atrophic Tubuli",
+        "Tubuli",
+        "Glomeruli",
+        "Sclerotic Glomeruli",
+        "other kidney tissue",
         "Dilated Tubuli",
     ]  # every captioned class is offered, in the table's order
 

@@ -69,4 +69,5 @@ def test_no_library_source_imports_db_or_streamlit_even_lazily():
     assert LIBRARY / "survey_images.py" in sources and LIBRARY / "cli" / "db_cmd.py" not in sources
     found = [line for path in sources for line in forbidden_imports(path)]
     assert found == [], "renal_ldm/ outside cli/ must not import db or streamlit; move these into app/:\n" + "\n".join(
-        found)
+        found
+    )

@@ -113,8 +113,9 @@ def test_a_failed_overwrite_puts_the_old_data_set_back_exactly(tmp_path):
         assert not (tmp_path / CAPTIONS_FILE).exists()  # set aside while the new set is written
         raise Boom
     assert snapshot(tmp_path) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["captions.jsonl", "images", "masks", "notes.txt",
-                                                                  PARAMETERS_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["captions.jsonl", "images", "masks", "notes.txt", PARAMETERS_FILE]
+    )
 
 
 def test_a_failed_run_into_a_fresh_folder_leaves_no_entry(tmp_path):
@@ -184,7 +185,11 @@ def test_phantom_writer_and_tiler_follow_the_one_rule(tmp_path):
     tile_slide(slide, out, size=32, mask=tmp_path / "mask.png", overwrite=True)
     assert not (out / PARAMETERS_FILE).exists()  # the phantom parameters described the replaced set
     assert [json.loads(line)["file"] for line in (out / CAPTIONS_FILE).read_text().splitlines()] == [
-        "slide_0_0.png", "slide_32_0.png", "slide_0_32.png", "slide_32_32.png"]
+        "slide_0_0.png",
+        "slide_32_0.png",
+        "slide_0_32.png",
+        "slide_32_32.png",
+    ]
     with pytest.raises(FileExistsError, match="already holds a data set"):
         generate_dataset(out, 2, 32, seed=0)
     generate_dataset(out, 2, 32, seed=0, overwrite=True)

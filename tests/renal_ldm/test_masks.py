@@ -63,7 +63,11 @@ def test_binary_masks_map_nonzero_to_the_named_class(tmp_path, zero_is_backgroun
     expected = np.full((8, 8), zero_label, np.uint8)
     expected[:4, :4] = GLOMERULI_ID
     grey = np.where(binary_rgb()[..., 0] > 0, 255, 0).astype(np.uint8)
-    for path in (save(tmp_path, "red.png", binary_rgb()), save(tmp_path, "grey.png", grey), save(tmp_path, "bit.png", grey, "1")):
+    for path in (
+        save(tmp_path, "red.png", binary_rgb()),
+        save(tmp_path, "grey.png", grey),
+        save(tmp_path, "bit.png", grey, "1"),
+    ):
         out = load_mask(path, binary_class="glomeruli", zero_is_background=zero_is_background)
         assert np.array_equal(out, expected), path
 

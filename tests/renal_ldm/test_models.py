@@ -14,7 +14,6 @@ from renal_ldm.models.build import build_noise_scheduler, build_sampling_schedul
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import MODEL_CONFIGS, ModelConfig, get_config
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONTEXT = 24
@@ -38,8 +37,9 @@ def test_named_configs_build_with_the_reference_structure(name):
         image = torch.empty(1, 3, config.image_size, config.image_size, device="meta")
         latent = vae.encode(image).latents
         assert tuple(latent.shape) == (1, 3, config.latent_size, config.latent_size)
-        eps = unet(latent, torch.tensor(10, device="meta"),
-                   encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")).sample
+        eps = unet(
+            latent, torch.tensor(10, device="meta"), encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")
+        ).sample
         assert eps.shape == latent.shape
 
 
@@ -54,9 +54,11 @@ def test_size_multiple_is_the_smallest_side_that_reaches_the_unets_coarsest_leve
     unet.mid_block.register_forward_hook(lambda _m, _i, out: coarsest.append(tuple(out.shape[-2:])))
     with torch.no_grad():
         latent = vae.encode(torch.empty(1, 3, multiple, multiple, device="meta")).latents
-        eps = unet(latent, torch.tensor(10, device="meta"),
-                   encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")).sample
+        eps = unet(
+            latent, torch.tensor(10, device="meta"), encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")
+        ).sample
     assert coarsest == [(1, 1)] and eps.shape == latent.shape
+
 
 def test_reference_sizes():
     ref = get_config("pathldm")
@@ -101,8 +103,9 @@ def test_save_load_round_trip_gives_identical_outputs(tiny_checkpoint):
     with torch.no_grad():
         model.unet.eval()
         model.vae.eval()
-        assert torch.equal(model.unet(x, 500, encoder_hidden_states=ctx).sample,
-                           loaded.unet(x, 500, encoder_hidden_states=ctx).sample)
+        assert torch.equal(
+            model.unet(x, 500, encoder_hidden_states=ctx).sample, loaded.unet(x, 500, encoder_hidden_states=ctx).sample
+        )
         assert torch.equal(model.vae.decode(x).sample, loaded.vae.decode(x).sample)
     assert loaded.noise_scheduler.config.num_train_timesteps == 1000
 

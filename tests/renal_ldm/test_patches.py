@@ -122,7 +122,9 @@ def test_manifests_including_the_phantom_captions_file(tmp_path):
     assert PatchDataset(given).captions == ["my caption"]
 
     phantom = root / "captions.jsonl"
-    phantom.write_text("".join(json.dumps({"file": f"{i:03d}.png", "caption": f"c{i}", "fractions": {}}) + "\n" for i in range(3)))
+    phantom.write_text(
+        "".join(json.dumps({"file": f"{i:03d}.png", "caption": f"c{i}", "fractions": {}}) + "\n" for i in range(3))
+    )
     ds = PatchDataset(phantom, return_mask=True, flips=False)
     assert ds.captions == ["c0", "c1", "c2"] and ds.masks_read == 0
     assert torch.equal(ds[1]["mask"], torch.from_numpy(labels_for(1).astype(np.int64)))
@@ -132,11 +134,11 @@ def test_manifest_errors_name_the_line(tmp_path):
     make_folder(tmp_path, n=1)
     cases = {
         "not json": "line 1: not JSON",
-        json.dumps({"image": "images/000.png"}): "neither \"mask\" nor \"caption\"",
-        json.dumps({"mask": "masks/000.png"}): "no \"image\"",
+        json.dumps({"image": "images/000.png"}): 'neither "mask" nor "caption"',
+        json.dumps({"mask": "masks/000.png"}): 'no "image"',
         json.dumps({"image": "images/404.png", "caption": "x"}): "image file not found",
-        json.dumps({"image": 7, "caption": "x"}): "\"image\" must be a file path \\(a string\\); got 7",
-        json.dumps({"image": "images/000.png", "mask": ["m.png"]}): "\"mask\" must be a file path",
+        json.dumps({"image": 7, "caption": "x"}): '"image" must be a file path \\(a string\\); got 7',
+        json.dumps({"image": "images/000.png", "mask": ["m.png"]}): '"mask" must be a file path',
     }
     for line, message in cases.items():
         (tmp_path / "m.jsonl").write_text(line + "\n")

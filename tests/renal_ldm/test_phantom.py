@@ -15,9 +15,9 @@ from PIL import Image
 from scipy import ndimage
 from skimage.color import rgb2hed
 
+from renal_ldm import cli
 from renal_ldm.captions import level_for_fraction, mask_fractions, mask_to_caption
 from renal_ldm.classes import BACKGROUND_ID, CAPTIONED_CLASSES, MAX_LABEL, TISSUE_CLASSES
-from renal_ldm import cli
 from renal_ldm.contact_sheet import contact_sheet, overlay_mask
 from renal_ldm.data.layout import level_counts, read_captions
 from renal_ldm.phantom import MIN_SIZE, PART_LABELS, Part, generate_dataset, generate_phantom, parse_composition
@@ -181,8 +181,23 @@ def _read_pair(root, name):
 
 def test_cli_writes_a_complete_data_set_that_regenerates_pair_by_pair(tmp_path, capsys):
     out, sheet = tmp_path / "ds", tmp_path / "sheet.png"
-    code = main(["phantom", "--out", str(out), "--n", "5", "--size", "64", "--seed", "40", "--workers", "1",
-                 "--contact-sheet", str(sheet)])
+    code = main(
+        [
+            "phantom",
+            "--out",
+            str(out),
+            "--n",
+            "5",
+            "--size",
+            "64",
+            "--seed",
+            "40",
+            "--workers",
+            "1",
+            "--contact-sheet",
+            str(sheet),
+        ]
+    )
     assert code == 0
     assert "wrote 5 pairs" in capsys.readouterr().out
     lines = (out / "captions.jsonl").read_text().splitlines()
@@ -216,8 +231,24 @@ def test_workers_write_the_same_data_set_as_one_process(tmp_path):
 
 def test_cli_composition_is_honoured(tmp_path):
     out = tmp_path / "ds"
-    assert main(["phantom", "--out", str(out), "--n", "2", "--size", "128", "--composition",
-                 "Arteries=0.3", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "phantom",
+                "--out",
+                str(out),
+                "--n",
+                "2",
+                "--size",
+                "128",
+                "--composition",
+                "Arteries=0.3",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     for record in read_captions(out):
         assert level_for_fraction(record["fractions"]["Arteries"]) == "medium"
         assert record["fractions"]["Glomeruli"] == 0.0
@@ -274,8 +305,13 @@ def test_overlay_tints_tissue_only_and_sheet_lays_out_rows():
     assert np.array_equal(tinted[glass], p.image[glass])
     assert not np.array_equal(tinted[~glass], p.image[~glass])
 
-    sheet = contact_sheet([[p.image, p.image, None], [p.image]], masks=[[None, p.mask, None], [p.mask]],
-                          row_labels=["phantom", "generated"], tile_labels=[["a", "b", None], ["c"]], legend=False)
+    sheet = contact_sheet(
+        [[p.image, p.image, None], [p.image]],
+        masks=[[None, p.mask, None], [p.mask]],
+        row_labels=["phantom", "generated"],
+        tile_labels=[["a", "b", None], ["c"]],
+        legend=False,
+    )
     assert sheet.mode == "RGB"
     assert sheet.size[0] > 3 * 64 and sheet.size[1] > 2 * 64
     with pytest.raises(ValueError, match="does not match"):

@@ -22,7 +22,6 @@ from renal_ldm.sample import (
     write_samples,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -182,8 +181,24 @@ def test_write_samples_sidecars_and_manifest(sampler, tiny_model_dir, tmp_path):
 
 def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = cli_main(["sample", "--model", str(tiny_model_dir), "--levels", "glomeruli=high,Tubuli=medium",
-                     "--n", "2", "--steps", "2", "--seed", "5", "--out", str(out), "--no-progress"])
+    code = cli_main(
+        [
+            "sample",
+            "--model",
+            str(tiny_model_dir),
+            "--levels",
+            "glomeruli=high,Tubuli=medium",
+            "--n",
+            "2",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     expected = levels_to_caption(parse_levels_spec("Glomeruli=high,Tubuli=medium"))
     assert expected == GENERATING_CAPTION
@@ -208,7 +223,6 @@ def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp
         (["--scheduler", "dpmpp", "--eta", "0.5"], "eta applies to the ddim scheduler only"),
     ],
 )
-
 def test_cli_bad_inputs_give_clear_errors(tiny_model_dir, tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) if "not allowed" in message else _no_raise():
         code = cli_main(["sample", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"), *args])

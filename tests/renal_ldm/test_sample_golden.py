@@ -53,8 +53,17 @@ def sampler(tiny_model_dir):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize(("scheduler", "eta"), list(GOLDEN))
 def test_fixed_settings_draw_the_pinned_pixels(sampler, scheduler, eta, threads):
-    request = SampleRequest(caption=GENERATING_CAPTION, n=1, seed=7, steps=4, guidance=1.5, scheduler=scheduler,
-                            eta=eta, size=32, batch_size=1)
+    request = SampleRequest(
+        caption=GENERATING_CAPTION,
+        n=1,
+        seed=7,
+        steps=4,
+        guidance=1.5,
+        scheduler=scheduler,
+        eta=eta,
+        size=32,
+        batch_size=1,
+    )
     torch.set_num_threads(threads)
     try:
         (result,) = sampler.sample(request)

@@ -15,8 +15,8 @@ from renal_ldm.survey import (
     MAX_LISTED_PROBLEMS,
     ResponsesCSVError,
     SurveyAnswer,
-    experience_label,
     bootstrap_mean_ci,
+    experience_label,
     fleiss_kappa,
     most_fooling,
     natural_key,
@@ -38,7 +38,8 @@ def flip(label: str) -> str:
 
 def sheet(pid: str, truths, answers, experience=None, prefix="q") -> list[SurveyAnswer]:
     """One participant's answers; an answer None is a skipped question."""
-    return [SurveyAnswer(pid, experience, f"{prefix}{i + 1}", t, a) for i, (t, a) in enumerate(zip(truths, answers))]
+    pairs = enumerate(zip(truths, answers, strict=True))
+    return [SurveyAnswer(pid, experience, f"{prefix}{i + 1}", t, a) for i, (t, a) in pairs]
 
 
 def stats_of(records, **kw):
@@ -187,8 +188,12 @@ def test_empty_records_are_a_clear_error():
 
 def test_majority_vote_ties_count_as_not_correct():
     truths = [R, R, S, S]
-    recs = (sheet("p1", truths, [R, R, S, R]) + sheet("p2", truths, [R, S, R, R])
-            + sheet("p3", truths, [S, S, S, None]) + sheet("p4", truths, [R, S, R, None]))
+    recs = (
+        sheet("p1", truths, [R, R, S, R])
+        + sheet("p2", truths, [R, S, R, R])
+        + sheet("p3", truths, [S, S, S, None])
+        + sheet("p4", truths, [R, S, R, None])
+    )
     st = stats_of(recs)
     # q1: 3 right 1 wrong -> correct; q2: 1-3 -> wrong; q3: 2-2 tie -> not correct; q4: 0-2 -> wrong.
     assert [(q.correct, q.answered) for q in st.questions] == [(3, 4), (1, 4), (2, 4), (0, 2)]
@@ -210,8 +215,7 @@ def test_fleiss_kappa_hand_computed():
 
 def test_fleiss_in_statistics_uses_questions_answered_by_all():
     truths = [R, S, R, S]
-    recs = (sheet("a", truths, [R, S, R, S]) + sheet("b", truths, [R, S, S, None])
-            + sheet("c", truths, [R, R, R, S]))
+    recs = sheet("a", truths, [R, S, R, S]) + sheet("b", truths, [R, S, S, None]) + sheet("c", truths, [R, R, R, S])
     st = stats_of(recs)
     assert st.fleiss_questions == 3
     counts = np.array([[3, 0], [1, 2], [2, 1]])
@@ -247,8 +251,12 @@ def test_labels_are_normalised_and_bad_ones_named():
 
 
 def test_inconsistent_records_are_rejected_together():
-    recs = [SurveyAnswer("p1", 1, "q1", R, R), SurveyAnswer("p1", 1, "q1", R, S),
-            SurveyAnswer("p2", 1, "q1", S, S), SurveyAnswer("p1", 2, "q2", R, S)]
+    recs = [
+        SurveyAnswer("p1", 1, "q1", R, R),
+        SurveyAnswer("p1", 1, "q1", R, S),
+        SurveyAnswer("p2", 1, "q1", S, S),
+        SurveyAnswer("p1", 2, "q2", R, S),
+    ]
     with pytest.raises(ValueError) as exc:
         survey_statistics(recs)
     msg = str(exc.value)
@@ -280,8 +288,8 @@ EXPERIENCE = [1, 2, 1, 3, 2, 5, 1, 4, 2, 3, 1, 2, 3]
 def reference_records() -> list[SurveyAnswer]:
     truths = [R if c == "R" else S for c in TRUTH]
     recs = []
-    for n, (row, exp) in enumerate(zip(CORRECT, EXPERIENCE), start=1):
-        answers = [t if c == "1" else flip(t) for t, c in zip(truths, row)]
+    for n, (row, exp) in enumerate(zip(CORRECT, EXPERIENCE, strict=True), start=1):
+        answers = [t if c == "1" else flip(t) for t, c in zip(truths, row, strict=True)]
         recs += sheet(f"p{n}", truths, answers, exp)
     return recs
 
@@ -309,7 +317,7 @@ def test_reference_headline_shape():
     assert max(q.correct for q in st.questions if q.truth == S) == 11
     assert max(q.correct for q in st.questions if q.truth == R) == 10
     for label, levels in (("1-2", {1, 2}), (">=3", {3, 4, 5})):
-        group = [k for k, e in zip(sk, EXPERIENCE) if e in levels]
+        group = [k for k, e in zip(sk, EXPERIENCE, strict=True) if e in levels]
         assert st.mean_kappa_by_experience[label] == pytest.approx(np.mean(group))
     assert set(st.mean_kappa_by_experience) == {"1-2", ">=3", "1", "2", "3", "4", "5"}
     lo, hi = st.kappa_ci95
@@ -321,8 +329,19 @@ def test_reference_headline_shape():
 
 def test_json_has_required_keys_and_is_strict():
     data = strict_json(stats_of(reference_records()))
-    for key in ("participants", "mean_kappa", "min_kappa", "max_kappa", "mean_correct", "majority_vote_correct",
-                "questions", "kappa_ci95", "fleiss_kappa", "mean_kappa_by_experience", "pooled_binomial_p"):
+    for key in (
+        "participants",
+        "mean_kappa",
+        "min_kappa",
+        "max_kappa",
+        "mean_correct",
+        "majority_vote_correct",
+        "questions",
+        "kappa_ci95",
+        "fleiss_kappa",
+        "mean_kappa_by_experience",
+        "pooled_binomial_p",
+    ):
         assert key in data
     assert {"id", "experience", "answered", "correct", "kappa"} <= set(data["participants"][0])
     assert {"question", "truth", "answered", "correct"} <= set(data["questions"][0])
@@ -408,7 +427,12 @@ def test_numbered_responses_give_each_answer_its_file_line():
 
 def test_experience_scale_names_its_two_ends():
     assert [experience_label(level) for level in range(1, 6)] == [
-        "1 - Barely any experience", "2", "3", "4", "5 - Pathologist"]
+        "1 - Barely any experience",
+        "2",
+        "3",
+        "4",
+        "5 - Pathologist",
+    ]
 
 
 def test_csv_header_must_name_the_columns():
@@ -449,8 +473,9 @@ def cells(text: str) -> list[list[str]]:
 
 
 def test_exports_neutralise_formulas_and_read_back_unchanged():
-    recs = sheet(FORMULA, [R, S], [R, R], experience=2, prefix="@q") + sheet("p2", [R, S], [S, S], experience=4,
-                                                                              prefix="@q")
+    recs = sheet(FORMULA, [R, S], [R, R], experience=2, prefix="@q") + sheet(
+        "p2", [R, S], [S, S], experience=4, prefix="@q"
+    )
     strategies = {FORMULA: "+ the nuclei", "p2": "-0.5 is a number, this is not"}
     raw = responses_csv(recs, strategies)
     rows = cells(raw)
@@ -475,7 +500,12 @@ def test_excluded_participants_are_in_no_statistic():
     assert st.excluded_participants == 2 and alone.excluded_participants == 0
     assert st.participants == alone.participants and st.questions == alone.questions
     assert (st.mean_kappa, st.fleiss_kappa, st.majority_vote_correct, st.pooled_binomial_p, st.kappa_ci95) == (
-        alone.mean_kappa, alone.fleiss_kappa, alone.majority_vote_correct, alone.pooled_binomial_p, alone.kappa_ci95)
+        alone.mean_kappa,
+        alone.fleiss_kappa,
+        alone.majority_vote_correct,
+        alone.pooled_binomial_p,
+        alone.kappa_ci95,
+    )
     assert st.mean_kappa != stats_of(everyone, bootstrap=100).mean_kappa
     assert strict_json(st)["excluded_participants"] == 2
     assert "p2" not in {row.split(",")[0] for row in summary_csv(st).splitlines()}

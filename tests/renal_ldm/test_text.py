@@ -16,7 +16,6 @@ from renal_ldm.text import (
     get_text_encoder,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -100,8 +99,9 @@ def test_plip_two_chunks_with_positions_restarting(tiny_plip):
     out = encoder.encode([long_caption, ""])
     assert out.shape == (2, 2 * CLIP_CHUNK_TOKENS, 32) == (2, 154, 32)
 
-    ids = encoder.tokenizer([long_caption], padding="max_length", truncation=True, max_length=154,
-                            return_tensors="pt").input_ids
+    ids = encoder.tokenizer(
+        [long_caption], padding="max_length", truncation=True, max_length=154, return_tensors="pt"
+    ).input_ids
     assert (ids[0, 77:] != encoder.tokenizer.pad_token_id).any()  # the second chunk holds caption tokens
     with torch.inference_mode():
         first = encoder.model(input_ids=ids[:, :77]).last_hidden_state

@@ -163,8 +163,15 @@ def test_refusals(slide, tmp_path):
     Image.fromarray(late_bad).save(tmp_path / "late_bad.png")
     captions = (tmp_path / "f" / "captions.jsonl").read_text()
     with pytest.raises(ValueError, match="outside 0..7"):
-        tile_slide(slide / "s.tif", tmp_path / "f", mask=tmp_path / "late_bad.png", level=1, size=128, min_tissue=0,
-                   overwrite=True)
+        tile_slide(
+            slide / "s.tif",
+            tmp_path / "f",
+            mask=tmp_path / "late_bad.png",
+            level=1,
+            size=128,
+            min_tissue=0,
+            overwrite=True,
+        )
     assert len(list((tmp_path / "f" / "images").iterdir())) == len(list((tmp_path / "f" / "masks").iterdir())) == 8
     assert (tmp_path / "f" / "captions.jsonl").read_text() == captions  # a failed overwrite restores the old set
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["captions.jsonl", "images", "masks"]
@@ -202,7 +209,7 @@ def test_plain_png_and_stripped_tiff_slides_give_the_same_patches(tmp_path):
         tile_slide(reader, tmp_path / name.split(".")[0], mask=tmp_path / "m.tif", size=128, min_tissue=0)
         assert reader.max_request == (128, 128)
         stem = name.split(".")[0]
-        results[name] = {p.name[len(stem):]: read_png(p) for p in sorted((tmp_path / stem / "images").iterdir())}
+        results[name] = {p.name[len(stem) :]: read_png(p) for p in sorted((tmp_path / stem / "images").iterdir())}
     assert len(results["a.png"]) == 16 and results["a.png"].keys() == results["b.tif"].keys()
     assert all(np.array_equal(results["a.png"][k], results["b.tif"][k]) for k in results["a.png"])
     assert np.array_equal(results["a.png"]["_256_0.png"], rgb[:128, 256:384])

@@ -34,8 +34,9 @@ def upgrade() -> None:
         sa.Column("participant_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["participant_id"], ["participants.id"],
-                                name=op.f("fk_survey_invitations_participant_id_participants")),
+        sa.ForeignKeyConstraint(
+            ["participant_id"], ["participants.id"], name=op.f("fk_survey_invitations_participant_id_participants")
+        ),
         sa.ForeignKeyConstraint(["survey_id"], ["surveys.id"], name=op.f("fk_survey_invitations_survey_id_surveys")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_survey_invitations")),
         sa.UniqueConstraint("participant_id", name=op.f("uq_survey_invitations_participant_id")),
