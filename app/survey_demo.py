@@ -8,11 +8,11 @@ thread the page polls (`start_demo_job`).
 from __future__ import annotations
 
 import threading
-import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from app import background
+from app.background import BackgroundJob
 from app.survey_admin import participant_link
 from app.survey_store import create_image_survey
 from renal_ldm import survey as vocabulary
@@ -79,49 +79,10 @@ def create_demo_survey(
 # ------------------------------------------------------------------------------------------- demo job
 
 
-@dataclass
-class DemoJob:
-    """The demo survey being built in a background thread (the page polls it)."""
-
-    id: str
-    stage: str = "starting"
-    done: int = 0
-    total: int = 1
-    result: DemoSurvey | None = None
-    error: str | None = None
-    finished: bool = False
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.done / self.total) if self.total else 0.0
+def start_demo_job(n: int = DEFAULT_COUNT, **kwargs) -> BackgroundJob:
+    """Start building the demo survey in a thread; returns the job (found again by get_job(id))."""
+    return background.start("survey-demo", lambda progress, _cancel: create_demo_survey(n, progress=progress, **kwargs))
 
 
-_jobs: dict[str, DemoJob] = {}
-_jobs_lock = threading.Lock()
-
-
-def start_demo_job(n: int = DEFAULT_COUNT, **kwargs) -> DemoJob:
-    """Start building the demo survey in a thread; returns the job (also found again by get_job(id))."""
-    job = DemoJob(uuid.uuid4().hex)
-
-    def progress(stage: str, done: int, total: int) -> None:
-        job.stage, job.done, job.total = stage, done, total
-
-    def run() -> None:
-        try:
-            job.result = create_demo_survey(n, progress=progress, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - shown to the researcher on the page
-            job.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            job.finished = True
-
-    with _jobs_lock:
-        _jobs[job.id] = job
-    threading.Thread(target=run, name=f"survey-demo-{job.id[:8]}", daemon=True).start()
-    return job
-
-
-def get_job(job_id: str | None) -> DemoJob | None:
-    with _jobs_lock:
-        return _jobs.get(job_id) if job_id else None
+def get_job(job_id: str | None) -> BackgroundJob | None:
+    return background.get(job_id)
