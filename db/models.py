@@ -48,6 +48,8 @@ SURVEY_STATUSES = survey.STATUSES
 EXPERIENCE_MIN, EXPERIENCE_MAX = survey.EXPERIENCE_MIN, survey.EXPERIENCE_MAX
 MODEL_KINDS = ("demo", "user")
 ACCOUNT_ROLES = ("researcher", "annotator")
+EVALUATION_KINDS = ("captions", "realism", "mix")
+EVALUATION_STATES = ("running", "done", "failed")
 
 PATH_LEN = 500
 NAME_LEN = 200
@@ -299,3 +301,25 @@ class SignInFailure(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[datetime] = mapped_column()
+
+
+class Evaluation(Base):
+    """One run of an evaluation (caption accuracy, realism test, training-mix experiment) started on the
+    Evaluate page: its parameters, its state, a summary of its numbers, and the folder holding its report."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint(_in("kind", EVALUATION_KINDS), name="kind"),
+        CheckConstraint(_in("state", EVALUATION_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    report_dir: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)  # relative to the data directory
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column()

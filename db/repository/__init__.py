@@ -25,6 +25,13 @@ from db.repository.accounts import (
     set_password_hash,
     sign_in_failures,
 )
+from db.repository.evaluations import (
+    Evaluation,
+    add_evaluation,
+    finish_evaluation,
+    get_evaluation,
+    list_evaluations,
+)
 from db.repository.invitations import Invitation, create_invitations, list_invitations
 from db.repository.models_registry import (
     ModelEntry,
