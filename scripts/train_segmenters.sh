@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Reproduces the two shipped segmenters with the product's own commands, then copies the weights, config and
+# metrics into models/ (the training runs stay in WORK_DIR, never in the repository).
+#   bash scripts/train_segmenters.sh [glomeruli|phantom|both] [WORK_DIR]   (default both, runs/segmenters)
+# Each run was bounded to about 20-25 min of one CPU thread on the 2-core development machine; EPOCHS_* set it.
+# kidney-pas (../shared/data/kidney-pas, CC BY 4.0, Bueno et al.) is read in place through symbolic links.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHICH=${1:-both}
+WORK=${2:-runs/segmenters}
+RL=${RL:-.venv/bin/renal-ldm}
+PAS=${PAS:-../shared/data/kidney-pas}
+EPOCHS_GLOMERULI=${EPOCHS_GLOMERULI:-20}
+EPOCHS_PHANTOM=${EPOCHS_PHANTOM:-16}
+VAL_TILES=${VAL_TILES:-"10003 10064 10169 10220"}  # held out BY TILE: 4 of the 16 tiles, glomerulus area 3-12 %
+mkdir -p "$WORK"
+
+ship() {  # ship RUN DEST: the best epoch's weights and config, and the per-epoch metrics
+  mkdir -p "$2"
+  cp "$1/segmenter.json" "$1/segmenter.safetensors" "$1/metrics.jsonl" "$2/"
+}
+
+if [ "$WHICH" = glomeruli ] || [ "$WHICH" = both ]; then
+  # 12 training tiles and 4 validation tiles, whole 1024 px tiles (random 132 px output crops are cut in training)
+  PAS_ABS=$(cd "$PAS" && pwd)
+  rm -rf "$WORK/pas-train" "$WORK/pas-val"
+  mkdir -p "$WORK/pas-train/images" "$WORK/pas-train/masks" "$WORK/pas-val/images" "$WORK/pas-val/masks"
+  for image in "$PAS_ABS"/images/*.png; do
+    stem=$(basename "$image" .png)
+    split=pas-train
+    case " $VAL_TILES " in *" $stem "*) split=pas-val ;; esac
+    ln -s "$image" "$WORK/$split/images/$stem.png"
+    ln -s "$PAS_ABS/masks/$stem.png" "$WORK/$split/masks/$stem.png"
+  done
+  $RL train-segmenter --data "$WORK/pas-train" --val-data "$WORK/pas-val" --binary-class Glomeruli \
+    --classes glomeruli --config small --out "$WORK/glomeruli-pas" --epochs "$EPOCHS_GLOMERULI" \
+    --crop 132 --crops-per-image 16 --batch-size 8 --patience 8 --seed 0 --threads 1 --no-progress \
+    $( [ -f "$WORK/glomeruli-pas/train_state.pt" ] && echo --resume )
+  ship "$WORK/glomeruli-pas" models/segmenter-glomeruli-pas
+fi
+
+if [ "$WHICH" = phantom ] || [ "$WHICH" = both ]; then
+  # 360 phantom patches of 256 px (the demo model's tissue); 20 % held out by patch name
+  [ -f "$WORK/phantom/captions.jsonl" ] || $RL phantom --out "$WORK/phantom" --n 360 --size 256 --seed 5000
+  $RL train-segmenter --data "$WORK/phantom" --classes all --config small --out "$WORK/phantom-all" \
+    --epochs "$EPOCHS_PHANTOM" --val-fraction 0.2 --crop 132 --batch-size 8 --patience 8 --seed 0 --threads 1 \
+    --no-progress $( [ -f "$WORK/phantom-all/train_state.pt" ] && echo --resume )
+  ship "$WORK/phantom-all" models/segmenter-phantom
+fi
