@@ -11,17 +11,18 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from app import state as shared
-from app.generation import CANCELLED, DONE, FAILED, QUEUED, QueueFull, random_seed
+from app.generation import CANCELLED, DONE, FAILED, QUEUED, QueueFull, import_sampling_stack, random_seed
 from app.model_choices import size_options
 from app.plain import literal
 from renal_ldm.captions import GENERATING_CAPTION
-from renal_ldm.models.configs import SAMPLING
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.models.schedulers import SCHEDULERS, get_scheduler, scheduler_label, scheduler_names
-from renal_ldm.sample import MAX_STEPS as MAX_STEPS  # re-exported: the steps field's bound, with the others here
-from renal_ldm.sample import SampleRequest
 
 if TYPE_CHECKING:
     from app.model_choices import ModelChoice
+    from renal_ldm.sample import SampleRequest
+
+MAX_STEPS = MAX_SAMPLING_STEPS  # the steps field's bound, with the other bounds here
 
 COMPOSED, PRESET, FREE_TEXT = "Composed caption", "Preset", "Free text"
 CAPTION_SOURCES = [COMPOSED, PRESET, FREE_TEXT]
@@ -159,6 +160,9 @@ def build_request(
     values: Mapping[str, Any], caption: str, seed_source: Callable[[], int] = random_seed
 ) -> SampleRequest:
     """The SampleRequest of the form's values: a fresh seed in Random mode, eta only where the scheduler takes it."""
+    import_sampling_stack()  # waits for the worker's warm-up import instead of racing it (see there)
+    from renal_ldm.sample import SampleRequest
+
     scheduler = values[SCHEDULER_KEY]
     return SampleRequest(
         caption=caption,

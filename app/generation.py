@@ -164,20 +164,29 @@ def _planned_total(request: Any) -> int:
 
 
 def _default_sampler_factory(model_dir: str) -> Sampler:
+    import_sampling_stack()
     from renal_ldm.sample import Sampler
 
     return Sampler.from_dir(model_dir)
 
 
+_STACK_LOCK = threading.Lock()
+
+
 def import_sampling_stack() -> None:
-    """Import torch, diffusers and every diffusers class the sampler builds, completely, in the calling thread.
+    """Import torch, diffusers and every diffusers class the sampler builds, completely, one thread at a time.
 
     diffusers' lazy modules are not safe to import from two threads at once: a thread that asks for a class while
     another thread is halfway through importing diffusers gets "cannot import name 'DDPMScheduler' from
-    'diffusers'" (seen when a worker thread warmed up while a page thread imported the sampler). So the stack is
-    imported before any worker thread starts. It costs the first page of a new server process about 4 s (torch
-    and diffusers on the 2-core machine), once.
+    'diffusers'" (seen when the worker warmed up while a page thread imported the sampler). Every app path to the
+    stack goes through here: the worker warms up in the background (pages stay quick to draw), and a page that
+    needs the stack first waits for that import to finish instead of racing it. Idempotent and cheap once done.
     """
+    with _STACK_LOCK:
+        _import_stack()
+
+
+def _import_stack() -> None:
     from diffusers import (  # noqa: F401  what the sampler and the scheduler registry build
         DDIMScheduler,
         DDPMScheduler,
@@ -203,12 +212,7 @@ class GenerationService:
     ) -> None:
         self._limits = limits or QueueLimits()
         self._sampler_factory = sampler_factory or _default_sampler_factory
-        if sampler_factory is None:
-            import_sampling_stack()  # in the caller's thread, before the worker exists: see import_sampling_stack
-        if prewarm:
-            # The imported modules live as long as the process: keep them out of every later full garbage
-            # collection, which otherwise walks millions of objects while holding the GIL the sampler needs.
-            gc.freeze()
+        self._prewarm = prewarm
         self._max_jobs_kept = max_jobs_kept
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -346,6 +350,14 @@ class GenerationService:
     # ---- the worker ----------------------------------------------------------------------------------------
 
     def _work(self) -> None:
+        if self._prewarm:
+            try:  # torch + diffusers take seconds to import: do it before the first request needs them
+                import_sampling_stack()
+            except Exception:  # pragma: no cover - the first job reports the same error properly
+                log.exception("could not import the sampling stack")
+            # The imported modules live as long as the process: keep them out of every later full garbage
+            # collection, which otherwise walks millions of objects while holding the GIL the sampler needs.
+            gc.freeze()
         while True:
             job_id = self._queue.get()
             if job_id is None:

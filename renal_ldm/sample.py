@@ -48,7 +48,7 @@ from PIL import Image
 
 from renal_ldm import __version__
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
-from renal_ldm.models.configs import SAMPLING, NoiseScheduleConfig
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 
@@ -56,9 +56,7 @@ DEFAULT_STEPS = SAMPLING.steps
 DEFAULT_GUIDANCE = SAMPLING.guidance
 DEFAULT_SCHEDULER = SAMPLING.scheduler
 DEFAULT_BATCH_SIZE = SAMPLING.batch_size
-MAX_STEPS = NoiseScheduleConfig().num_train_timesteps - 1
-"""Most denoising steps a request may ask for: DDIM's reference spacing ("leading", steps_offset 1) reaches
-timestep T at T steps, one past a T-step training schedule ("index 1000 is out of bounds")."""
+MAX_STEPS = MAX_SAMPLING_STEPS
 MANIFEST_CSV = "manifest.csv"
 
 ProgressCallback = Callable[[int, int], None]

@@ -12,6 +12,16 @@ from tiny_models import build_tiny_checkpoint
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _sampling_stack_imported() -> None:
+    """Import torch and diffusers once, before any test runs: the app's generation worker imports them in a
+    background thread, and a test importing them at that very moment would race it (diffusers' lazy modules are
+    not thread-safe; see app.generation.import_sampling_stack)."""
+    from app.generation import import_sampling_stack
+
+    import_sampling_stack()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KIDNEY_PAS = REPO_ROOT.parent / "shared" / "data" / "kidney-pas"
 

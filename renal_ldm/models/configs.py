@@ -131,6 +131,11 @@ class NoiseScheduleConfig:
     prediction_type: str = "epsilon"
 
 
+MAX_SAMPLING_STEPS = NoiseScheduleConfig().num_train_timesteps - 1
+"""Most denoising steps a request may ask for: DDIM's reference spacing ("leading", steps_offset 1) reaches
+timestep T at T steps, one past a T-step training schedule ("index 1000 is out of bounds")."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a latent diffusion model's modules before loading weights."""
