@@ -22,6 +22,7 @@ def _sampling_stack_imported() -> None:
 
     import_sampling_stack()
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KIDNEY_PAS = REPO_ROOT.parent / "shared" / "data" / "kidney-pas"
 
