@@ -10,8 +10,8 @@ WHICH=${1:-both}
 WORK=${2:-runs/segmenters}
 RL=${RL:-.venv/bin/renal-ldm}
 PAS=${PAS:-../shared/data/kidney-pas}
-EPOCHS_GLOMERULI=${EPOCHS_GLOMERULI:-20}
-EPOCHS_PHANTOM=${EPOCHS_PHANTOM:-16}
+EPOCHS_GLOMERULI=${EPOCHS_GLOMERULI:-30}
+EPOCHS_PHANTOM=${EPOCHS_PHANTOM:-12}
 VAL_TILES=${VAL_TILES:-"10003 10064 10169 10220"}  # held out BY TILE: 4 of the 16 tiles, glomerulus area 3-12 %
 mkdir -p "$WORK"
 
@@ -34,7 +34,7 @@ if [ "$WHICH" = glomeruli ] || [ "$WHICH" = both ]; then
   done
   $RL train-segmenter --data "$WORK/pas-train" --val-data "$WORK/pas-val" --binary-class Glomeruli \
     --classes glomeruli --config small --out "$WORK/glomeruli-pas" --epochs "$EPOCHS_GLOMERULI" \
-    --crop 132 --crops-per-image 16 --batch-size 8 --patience 8 --seed 0 --threads 1 --no-progress \
+    --crop 132 --crops-per-image 8 --batch-size 8 --patience 8 --seed 0 --threads 1 --no-progress \
     $( [ -f "$WORK/glomeruli-pas/train_state.pt" ] && echo --resume )
   ship "$WORK/glomeruli-pas" models/segmenter-glomeruli-pas
 fi

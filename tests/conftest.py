@@ -40,3 +40,40 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny random-weight checkpoint (seed 0), built once per session. Shared: treat it as read-only (copy it
     with shutil.copytree first to change or delete it)."""
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model")
+
+
+TINY_SEGMENTER_PATCHES = dict(n=8, size=64, seed=0, composition={"Glomeruli": 0.3, "Tubuli": 0.3})
+"""The fixed phantom set the tiny segmenter learns (renal_ldm.phantom.generate_dataset arguments)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_dir(tmp_path_factory) -> Path:
+    """A tiny eight-class segmenter ("tiny" config) that has learnt 8 fixed 64 px phantom patches (Dice > 0.9 on
+    them), trained once per session with train_segmenter on one thread. Its training patches are in
+    `tiny_segmenter_dir.parent / "data"` (TINY_SEGMENTER_PATCHES). Shared: treat it as read-only."""
+    import torch
+
+    from renal_ldm.data.patches import PatchDataset
+    from renal_ldm.phantom import generate_dataset
+    from renal_ldm.segment import SEGMENTER_CONFIGS, SegmenterTrainSettings, train_segmenter
+
+    root = tmp_path_factory.mktemp("tiny-segmenter")
+    generate_dataset(root / "data", **TINY_SEGMENTER_PATCHES)
+    patches = PatchDataset(root / "data", return_mask=True, flips=False)
+    settings = SegmenterTrainSettings(
+        epochs=14, batch_size=4, lr=3e-3, crop=64, crops_per_image=4, patience=14, monitor="val_dice", progress=False
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_segmenter(
+            patches,
+            patches,
+            root / "segmenter",
+            config=SEGMENTER_CONFIGS["tiny"],
+            settings=settings,
+            log=lambda m: None,
+        )
+    finally:
+        torch.set_num_threads(previous)
+    return root / "segmenter"
