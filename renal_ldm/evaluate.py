@@ -68,6 +68,8 @@ REFERENCE_TABLE_5_1: dict[str, dict[str, float]] = {
 REFERENCE_MENTIONS_GLOMERULI = 91.3
 REFERENCE_GLOMERULI_ONLY = 3.86
 REFERENCE_SCLEROTIC_ONLY = 3.60
+REFERENCE_GLOMERULI_ONLY_OF_MENTIONS = 4.2
+"""The reference's "in only 4.2% of those images [mentioning glomeruli] were the glomeruli deemed not sclerotic"."""
 
 MIN_SAMPLES = 5
 """Fewest samples a caption-accuracy run accepts: percentages of fewer say nothing."""
@@ -300,6 +302,14 @@ class CaptionAccuracy:
             sum(s and not g for g, s in zip(self._present(GLOMERULI), self._present(SCLEROTIC), strict=True))
         )
 
+    @property
+    def glomeruli_only_of_mentions(self) -> float | None:
+        """Of the samples mentioning glomeruli, percent with no Sclerotic Glomeruli (the reference: 4.2); None
+        when no sample mentions glomeruli or the segmenter cannot tell the two kinds apart."""
+        if self.segmenter_classes != "all" or self.mentions_glomeruli == 0:
+            return None
+        return 100.0 * self.glomeruli_only / self.mentions_glomeruli
+
     def confusion(self, name: str) -> dict[str, dict[str, int]]:
         """Requested level -> predicted level -> samples, for one class (all 16 cells; they sum to n)."""
         table = {req: dict.fromkeys(LEVEL_KEYS, 0) for req in LEVEL_KEYS}
@@ -353,6 +363,7 @@ class CaptionAccuracy:
             "mentions_glomeruli_percent": self.mentions_glomeruli,
             "glomeruli_only_percent": self.glomeruli_only if self.segmenter_classes == "all" else None,
             "sclerotic_only_percent": self.sclerotic_only if self.segmenter_classes == "all" else None,
+            "glomeruli_only_of_mentions_percent": self.glomeruli_only_of_mentions,
             "caption_exact_match": self.caption_exact_match,
             "classes": {
                 name: {
@@ -370,6 +381,7 @@ class CaptionAccuracy:
                 "mentions_glomeruli_percent": REFERENCE_MENTIONS_GLOMERULI,
                 "glomeruli_only_percent": REFERENCE_GLOMERULI_ONLY,
                 "sclerotic_only_percent": REFERENCE_SCLEROTIC_ONLY,
+                "glomeruli_only_of_mentions_percent": REFERENCE_GLOMERULI_ONLY_OF_MENTIONS,
             },
         }
         if rows:
@@ -377,7 +389,7 @@ class CaptionAccuracy:
         return data
 
 
-def load_judge(path: str | Path):
+def load_judge(path: str | Path, *, device=None):
     """The segmenter at `path` (renal_ldm.segment), refusing a latent diffusion checkpoint with a clear error."""
     from renal_ldm.models.manifest import is_checkpoint
 
@@ -394,7 +406,7 @@ def load_judge(path: str | Path):
         )
     from renal_ldm.segment import load_segmenter
 
-    return load_segmenter(path)
+    return load_segmenter(path, device=device or "cpu")
 
 
 def evaluate_captions(
@@ -576,6 +588,10 @@ def caption_report_markdown(result: CaptionAccuracy) -> str:
         )
         lines.append(
             f"| {SCLEROTIC} but no {GLOMERULI} | {_pct_text(result.sclerotic_only)} | {REFERENCE_SCLEROTIC_ONLY} |"
+        )
+        lines.append(
+            f"| (of those mentioning glomeruli) no {SCLEROTIC} | {_pct_text(result.glomeruli_only_of_mentions)} | "
+            f"{REFERENCE_GLOMERULI_ONLY_OF_MENTIONS} |"
         )
     lines += ["", "## Requested versus predicted level per class", ""]
     rows = []

@@ -69,13 +69,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
     out = evaluate.check_report_dir(args.out, evaluate.REPORT_FILES, overwrite=args.overwrite)
-    segmenter = evaluate.load_judge(args.segmenter)  # before sampling: a wrong segmenter fails in seconds
+    samples_dir = Path(args.samples) if args.samples is not None else out / evaluate.SAMPLES_DIR
+    if args.model is not None:
+        evaluate.check_no_samples(samples_dir)
+    segmenter = evaluate.load_judge(args.segmenter, device=args.device)  # before sampling: fails in seconds
     if segmenter.config.classes != "all":
         print(
             f"note: {args.segmenter} is a {segmenter.config.classes!r} segmenter: only Glomeruli is judged",
             file=sys.stderr,
         )
-    samples_dir = Path(args.samples) if args.samples is not None else out / evaluate.SAMPLES_DIR
     if args.model is not None:
         _sample_first(args, samples_dir, caption_from_args(args.caption, args.levels), tqdm)
     else:

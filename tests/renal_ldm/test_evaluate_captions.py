@@ -109,6 +109,7 @@ def test_combined_glomeruli_count_both_kinds_together():
     assert result.mentions_glomeruli == pytest.approx(80.0)
     assert result.glomeruli_only == pytest.approx(20.0)
     assert result.sclerotic_only == pytest.approx(20.0)
+    assert result.glomeruli_only_of_mentions == pytest.approx(25.0)  # the reference's "4.2% of those images"
     # the generating caption asks for Glomeruli high: none of these samples has it
     assert result.exact_level_accuracy(evaluate.GLOMERULI) == 0.0
     assert result.confusion(evaluate.GLOMERULI)["high"] == {"none": 2, "low": 2, "medium": 1, "high": 0}
