@@ -19,10 +19,14 @@ COMMAND_MODULES = [
     "renal_ldm.cli.sample_cmd",
     "renal_ldm.cli.phantom_cmd",
     "renal_ldm.cli.tile_cmd",
+    "renal_ldm.cli.segment_cmd",
+    "renal_ldm.cli.evaluate_cmd",
     "renal_ldm.cli.db_cmd",
     "renal_ldm.cli.survey_cmd",
     "renal_ldm.cli.survey_demo_cmd",
     "renal_ldm.cli.users_cmd",
+    "renal_ldm.cli.mix_cmd",
+    "renal_ldm.cli.realism_cmd",
 ]
 
 
