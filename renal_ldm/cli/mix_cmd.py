@@ -72,6 +72,7 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, help=f"learning rate (default {TRAIN.lr})")
     p.add_argument("--resume", action="store_true", help="continue OUT: finished runs are kept, not trained again")
     p.add_argument("--overwrite", action="store_true", help="discard the experiment in OUT and start again")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -80,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from renal_ldm.mix_experiment import run_mix_experiment
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     settings = MixExperimentSettings(
         patches=args.patches,

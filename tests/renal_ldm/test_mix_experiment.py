@@ -61,7 +61,8 @@ def data(tmp_path_factory):
     real = generate_dataset(base / "real", 6, 64, seed=0)
     synthetic = generate_dataset(base / "synthetic", 6, 64, seed=1000)
     _tint(synthetic)
-    val = generate_dataset(base / "val", 3, 64, seed=5000)
+    # glomeruli in every validation patch, so Dice is never the trivial 1.0 of an empty class
+    val = generate_dataset(base / "val", 3, 64, seed=5000, composition={"Glomeruli": 0.3, "Tubuli": 0.3})
     return {"real": real, "synthetic": synthetic, "val": val, "base": base}
 
 
@@ -323,3 +324,21 @@ def test_the_cli_parser_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == (
         "False"
     )
+
+
+def test_counts_follow_table_4_1_and_a_perfect_baseline_leaves_the_ratio_undefined():
+    from renal_ldm.mix_experiment import summarize
+
+    assert {m.name: m.counts(198) for m in MIXES} == {
+        "100_0": (198, 0),
+        "75_25": (149, 49),
+        "50_50": (99, 99),
+        "25_75": (50, 148),
+        "0_100": (0, 198),
+        "100_100": (198, 198),
+    }
+    run = {"n_real": 1, "n_synthetic": 0, "final_val_loss": 0.1, "best_dice": 1.0, "epochs_trained": 1}
+    results = {(BASELINE, 0): {**run, "final_dice": 1.0}, ("50_50", 0): {**run, "final_dice": 0.9}}
+    rows = summarize(results, [m for m in MIXES if m.name in (BASELINE, "50_50")], [0])
+    assert [row["missegmented_ratio"]["mean"] for row in rows] == [None, None]
+    assert rows[0]["final_dice"] == {"mean": 1.0, "std": None, "n": 1, "values": [1.0]}
