@@ -18,6 +18,7 @@ ROLE_PAGES: list[tuple[str, str, str, str]] = [
     ("Survey", "survey_take.py", "Take the survey", ":material/quiz:"),
     ("Survey", "survey_manage.py", "Manage surveys", ":material/fact_check:"),
     ("Survey", "survey_results.py", "Results", ":material/analytics:"),
+    ("Evaluate", "evaluate.py", "Evaluate", ":material/science:"),
 ]
 
 ANNOTATOR_PAGES: frozenset[str] = frozenset({"slides.py", "annotate.py"})

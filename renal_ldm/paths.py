@@ -14,12 +14,21 @@ HOME_ENV = "RENAL_LDM_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL_ENV = "RENAL_LDM_DEMO_MODEL"
 SHIPPED_DEMO_MODEL = REPO_ROOT / "models" / "demo"
+SHIPPED_PHANTOM_SEGMENTER = REPO_ROOT / "models" / "segmenter-phantom"
+"""The eight-class segmenter trained on phantom tissue: the default judge of samples and feature extractor."""
+SHIPPED_GLOMERULI_SEGMENTER = REPO_ROOT / "models" / "segmenter-glomeruli-pas"
+"""The glomerulus segmenter trained on real PAS tissue (../shared/data/kidney-pas)."""
 
 
 def demo_model_dir() -> Path:
     """The default model of the app and the CLI: the shipped checkpoint, or another folder named by
     RENAL_LDM_DEMO_MODEL. Read when asked (not at import), so a test or a deployment sets the variable."""
     return Path(os.environ.get(DEMO_MODEL_ENV) or SHIPPED_DEMO_MODEL).expanduser()
+
+
+def shipped_segmenters() -> list[Path]:
+    """The shipped segmenter folders that are installed (a clone without models/ has none)."""
+    return [p for p in (SHIPPED_PHANTOM_SEGMENTER, SHIPPED_GLOMERULI_SEGMENTER) if p.is_dir()]
 
 
 def data_home() -> Path:
