@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from renal_ldm.csv_cells import csv_text
 from renal_ldm.fsutil import write_file_atomically
-from renal_ldm.paths import REPO_ROOT
+from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER
 from renal_ldm.survey_images import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
 
 Progress = Callable[[str, int, int], None]
@@ -51,7 +51,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MIN_PER_CLASS = 10
 """Fewest images per set the classifier test accepts: below that the held-out set is a handful of images and
 the interval spans nearly everything."""
-DEFAULT_SEGMENTER = REPO_ROOT / "models" / "segmenter-phantom"
+DEFAULT_SEGMENTER = SHIPPED_PHANTOM_SEGMENTER
 DEFAULT_FEATURES = "segmenter"
 """`--features` default: the shipped phantom segmenter's encoder (models/segmenter-phantom)."""
 FEATURE_KINDS = ("segmenter:DIR", "torchscript:FILE", "inception:FILE", "none")
