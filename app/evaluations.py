@@ -29,6 +29,8 @@ EVALUATIONS_DIR = "evaluations"
 CAPTIONS, REALISM, MIX = "captions", "realism", "mix"
 KIND_LABELS = {CAPTIONS: "Caption accuracy", REALISM: "Realism test", MIX: "Training-mix experiment"}
 REPORT_SUFFIXES = (".md", ".json", ".png", ".csv")
+FEATURE_CHOICES = {"The shipped phantom segmenter's encoder": "segmenter", "None (classifier test only)": "none"}
+"""Frechet-distance feature extractors the page offers (renal_ldm.realism's --features values)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,11 @@ with st.form("evaluate.form"):
         real = st.text_input("Real images (folder on the server)")
         synthetic = st.text_input("Synthetic images (folder on the server, e.g. a renal-ldm sample output)")
         epochs = st.number_input("Classifier epochs", min_value=1, max_value=200, value=20)
+        features = st.selectbox(
+            "Features for the Frechet distance",
+            list(ev.FEATURE_CHOICES),
+            help="The segmenter's encoder needs at least 2 x its feature width images per set",
+        )
     else:
         real = st.text_input("Real patches with masks (folder on the server)")
         synthetic = st.text_input("Synthetic patches with masks (folder on the server)")
@@ -69,7 +74,9 @@ if submitted:
                 created_by=who,
             )
         elif kind == ev.REALISM:
-            started = ev.start_realism(real, synthetic, epochs=int(epochs), created_by=who)
+            started = ev.start_realism(
+                real, synthetic, features=ev.FEATURE_CHOICES[features], epochs=int(epochs), created_by=who
+            )
         else:
             started = ev.start_mix_experiment(
                 real, synthetic, val, patches=int(patches), seeds=int(seeds), epochs=int(epochs), created_by=who
