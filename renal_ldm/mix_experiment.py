@@ -547,7 +547,7 @@ def markdown_table(table: dict) -> str:
             f"| {patches} | {_fmt(row['final_val_loss'])} | {_fmt(row['final_dice'])} | {_fmt(row['best_dice'])} "
             f"| {_fmt(row['epochs_trained'], 1)} | {ratio_text} | {ref_text} |"
         )
-    lines += ["", "Reference: one seed, 198 patches of 512 px, rat PAS tissue, a deeper UNet."]
+    lines += ["", "Reference (thesis Table 5.2): one seed, 198 training patches of 512 px, real rat PAS tissue."]
     return "\n".join(lines) + "\n"
 
 
