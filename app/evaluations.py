@@ -229,13 +229,22 @@ def start_mix_experiment(
             patches=int(patches), seeds=int(seeds), config=config, epochs=int(epochs) if epochs else None
         )
 
-        def on_run(event) -> None:
+        def check_cancel() -> None:
             if cancel.is_set():
-                raise RuntimeError(f"cancelled before run {event.index} of {event.total}")
+                raise RuntimeError("cancelled; the finished runs are kept in the report folder")
+
+        def on_run(event) -> None:
+            check_cancel()
             progress(f"{event.mix} seed {event.seed}", event.index - (0 if event.done else 1), event.total)
 
         report = run_mix_experiment(
-            real_dir, synthetic_dir, val_dir, folder / "report", settings, on_run=on_run, log=lambda _line: None
+            real_dir,
+            synthetic_dir,
+            val_dir,
+            folder / "report",
+            settings,
+            on_run=on_run,
+            log=lambda _line: check_cancel(),
         )
         return {"runs_trained": report.runs_trained, "table": report.table}
 
