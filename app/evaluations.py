@@ -144,19 +144,9 @@ def start_caption_accuracy(
             cancel=cancel,
         )
         write_caption_report(result, folder / "report")
-        return _caption_summary(result)
+        return result.summary()  # the headline numbers kept in the row; the report holds everything
 
     return _start(CAPTIONS, params, work, created_by)
-
-
-def _caption_summary(result) -> dict:
-    """The headline numbers kept in the database row (the report holds everything)."""
-    return {
-        "n_samples": result.n,
-        "mentions_glomeruli_percent": result.mentions_glomeruli,
-        "table_5_1_percent": result.table_5_1(),
-        "exact_level_accuracy": {name: result.exact_level_accuracy(name) for name in result.judged},
-    }
 
 
 def start_realism(
