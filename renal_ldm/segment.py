@@ -635,6 +635,9 @@ def train_segmenter(
 
     stopped_early = best["since"] >= settings.patience
     start = len(history) + 1
+    if settings.resume and (stopped_early or start > settings.epochs):
+        why = "it stopped early" if stopped_early else f"it has run {len(history)} of {settings.epochs} epochs"
+        log(f"train-segmenter: nothing left to train in {out_dir} ({why}); ask for more epochs to continue")
     bar = tqdm(
         total=settings.epochs,
         initial=min(start - 1, settings.epochs),
@@ -696,8 +699,6 @@ def train_segmenter(
                 log(f"early stop: no better validation {settings.monitor} for {settings.patience} epochs")
     finally:
         bar.close()
-    if not history:
-        raise ValueError(f"{out_dir} already ran {len(history)} epochs; ask for more epochs to continue")
     best_epoch = best["epoch"]
     return SegmenterTrainResult(
         out_dir=out_dir,

@@ -358,7 +358,7 @@ def test_shipped_segmenters_load_and_are_small(path, classes):
 def test_shipped_phantom_segmenter_segments_an_unseen_phantom():
     seg = _shipped(SHIPPED_PHANTOM)
     phantom = generate_phantom(size=256, seed=987_654, composition={"Glomeruli": 0.3, "Tubuli": 0.3})
-    assert dice_score(seg.predict(phantom.image), phantom.mask, "all") > 0.6
+    assert dice_score(seg.predict(phantom.image), phantom.mask, "all") > 0.8  # 0.89 measured (README)
 
 
 def test_shipped_glomerulus_segmenter_on_a_held_out_kidney_tile(kidney_pas_dir, tmp_path, capsys):
@@ -370,7 +370,7 @@ def test_shipped_glomerulus_segmenter_on_a_held_out_kidney_tile(kidney_pas_dir, 
     predicted = np.asarray(Image.open(out))
     assert predicted.shape == (1024, 1024) and set(np.unique(predicted)) <= {4, 6}
     truth = load_mask(kidney_pas_dir / "masks" / f"{stem}.png", binary_class="Glomeruli")
-    assert dice_score(predicted, truth, "glomeruli") > 0.7
+    assert dice_score(predicted, truth, "glomeruli") > 0.6  # 0.731 measured (README); pooled over 4 tiles 0.550
     capsys.readouterr()
     assert main(["caption", "--mask", str(out)]) == 0
     assert "Glomeruli" in capsys.readouterr().out
