@@ -78,12 +78,18 @@ KIND_SEGMENTER = "segmenter"
 # -------------------------------------------------------------------------------------------------- network
 
 
+GROUPS = 8  # GroupNorm groups (fewer where a layer has fewer channels)
+
+
 def _block(cin: int, cout: int, config: SegmenterConfig) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(config.convs):
-        layers.append(nn.Conv2d(cin if i == 0 else cout, cout, config.kernel, bias=not config.batch_norm))
+        normed = config.batch_norm or config.group_norm
+        layers.append(nn.Conv2d(cin if i == 0 else cout, cout, config.kernel, bias=not normed))
         if config.batch_norm:
             layers.append(nn.BatchNorm2d(cout))
+        elif config.group_norm:
+            layers.append(nn.GroupNorm(min(GROUPS, cout), cout))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 

@@ -15,6 +15,7 @@ from PIL import Image
 from renal_ldm.cli import main
 from renal_ldm.data.masks import load_mask
 from renal_ldm.data.patches import PatchDataset, read_rgb
+from renal_ldm.paths import SHIPPED_GLOMERULI_SEGMENTER, SHIPPED_PHANTOM_SEGMENTER
 from renal_ldm.phantom import generate_dataset, generate_phantom
 from renal_ldm.segment import (
     SEGMENTER_CONFIGS,
@@ -29,9 +30,7 @@ from renal_ldm.segment import (
     train_segmenter,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_PHANTOM = REPO / "models" / "segmenter-phantom"
-SHIPPED_GLOMERULI = REPO / "models" / "segmenter-glomeruli-pas"
+SHIPPED_PHANTOM, SHIPPED_GLOMERULI = SHIPPED_PHANTOM_SEGMENTER, SHIPPED_GLOMERULI_SEGMENTER
 PAS_VAL_TILES = ("10003", "10064", "10169", "10220")  # scripts/train_segmenters.sh holds these out
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -374,3 +373,20 @@ def test_shipped_glomerulus_segmenter_on_a_held_out_kidney_tile(kidney_pas_dir, 
     capsys.readouterr()
     assert main(["caption", "--mask", str(out)]) == 0
     assert "Glomeruli" in capsys.readouterr().out
+
+
+def test_a_group_norm_segmenter_normalises_per_image():
+    """small-gn has GroupNorm and no BatchNorm, so one image's prediction does not depend on batch statistics."""
+    from renal_ldm.segmentation.config import named_config
+
+    config = named_config("small-gn", "glomeruli")
+    net = ValidUNet(config).eval()
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "GroupNorm" in kinds and "BatchNorm2d" not in kinds
+    size = config.input_size_for(config.valid_output_size(4 * config.size_step))
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        together, alone = net(x), net(x[:1])
+    assert torch.allclose(together[:1], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_norm or group_norm, not both"):
+        SegmenterConfig(batch_norm=True, group_norm=True)
