@@ -2,7 +2,7 @@
 # Reproduces the two shipped segmenters with the product's own commands, then copies the weights, config and
 # metrics into models/ (the training runs stay in WORK_DIR, never in the repository).
 #   bash scripts/train_segmenters.sh [glomeruli|phantom|both] [WORK_DIR]   (default both, runs/segmenters)
-# Each run took 16-24 min of one CPU thread on the shared 2-core development machine; EPOCHS_* bound them.
+# Each run took 14-24 min on the shared 2-core development machine; EPOCHS_* bound them.
 # kidney-pas (../shared/data/kidney-pas, CC BY 4.0, Bueno et al.) is read in place through symbolic links.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ WHICH=${1:-both}
 WORK=${2:-runs/segmenters}
 RL=${RL:-.venv/bin/renal-ldm}
 PAS=${PAS:-../shared/data/kidney-pas}
-EPOCHS_GLOMERULI=${EPOCHS_GLOMERULI:-40}
+EPOCHS_GLOMERULI=${EPOCHS_GLOMERULI:-80}
 EPOCHS_PHANTOM=${EPOCHS_PHANTOM:-20}
 VAL_TILES=${VAL_TILES:-"10003 10064 10169 10220"}  # held out BY TILE: 4 of the 16 tiles, glomerulus area 3-12 %
 mkdir -p "$WORK"
@@ -33,8 +33,9 @@ if [ "$WHICH" = glomeruli ] || [ "$WHICH" = both ]; then
     ln -s "$PAS_ABS/masks/$stem.png" "$WORK/$split/masks/$stem.png"
   done
   $RL train-segmenter --data "$WORK/pas-train" --val-data "$WORK/pas-val" --binary-class Glomeruli \
-    --classes glomeruli --config small --out "$WORK/glomeruli-pas" --epochs "$EPOCHS_GLOMERULI" \
-    --crop 324 --crops-per-image 4 --batch-size 4 --patience 10 --seed 0 --threads 1 --no-progress \
+    --classes glomeruli --config small-gn --out "$WORK/glomeruli-pas" --epochs "$EPOCHS_GLOMERULI" \
+    --crop 324 --crops-per-image 6 --batch-size 4 --lr 5e-4 --patience 15 --monitor val_dice --seed 0 \
+    --threads 2 --no-progress \
     $( [ -f "$WORK/glomeruli-pas/train_state.pt" ] && echo --resume )
   ship "$WORK/glomeruli-pas" models/segmenter-glomeruli-pas
 fi
