@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from renal_ldm.cli._args import apply_threads
 from renal_ldm.models.configs import SAMPLING
 from renal_ldm.models.schedulers import SCHEDULERS
 
@@ -47,7 +48,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm.auto import tqdm
 
     from renal_ldm import evaluate
@@ -64,10 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--model needs --n N, the number of images to draw (at least {min_samples})")
     elif args.n < min_samples:
         raise ValueError(f"--n {args.n} is too few: caption accuracy needs at least {min_samples} samples")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     out = evaluate.check_report_dir(args.out, evaluate.REPORT_FILES, overwrite=args.overwrite)
     samples_dir = Path(args.samples) if args.samples is not None else out / evaluate.SAMPLES_DIR
     if args.model is not None:

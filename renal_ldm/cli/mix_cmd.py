@@ -5,21 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from renal_ldm.cli._args import apply_threads, positive_int
 from renal_ldm.mix_experiment import BASELINE, MIXES, MixExperimentSettings
 from renal_ldm.segmentation.config import CLASS_MODES, SEGMENTER_CONFIGS, SegmenterTrainSettings
 
 DEFAULTS = MixExperimentSettings()
 TRAIN = SegmenterTrainSettings()  # the segmenter's defaults, used where an option is not given
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -40,12 +31,12 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (runs/, tables, curves)")
     p.add_argument(
         "--patches",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS.patches,
         help="training patches per mix; 100_100 gets twice as many (default %(default)s)",
     )
     p.add_argument(
-        "--seeds", type=_positive_int, default=DEFAULTS.seeds, help="seeds 0..N-1 per mix (default %(default)s)"
+        "--seeds", type=positive_int, default=DEFAULTS.seeds, help="seeds 0..N-1 per mix (default %(default)s)"
     )
     p.add_argument(
         "--classes",
@@ -59,20 +50,20 @@ def register(subparsers) -> None:
         choices=list(SEGMENTER_CONFIGS),
         help="segmenter configuration (default %(default)s)",
     )
-    p.add_argument("--epochs", type=_positive_int, help=f"most epochs per run (default {TRAIN.epochs})")
+    p.add_argument("--epochs", type=positive_int, help=f"most epochs per run (default {TRAIN.epochs})")
     p.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         help=f"epochs without a lower validation loss before a run stops (default {TRAIN.patience})",
     )
-    p.add_argument("--batch-size", type=_positive_int, help=f"crops per step (default {TRAIN.batch_size})")
+    p.add_argument("--batch-size", type=positive_int, help=f"crops per step (default {TRAIN.batch_size})")
     p.add_argument(
-        "--crop", type=_positive_int, help=f"output side of the random training crops in px (default {TRAIN.crop})"
+        "--crop", type=positive_int, help=f"output side of the random training crops in px (default {TRAIN.crop})"
     )
     p.add_argument("--lr", type=float, help=f"learning rate (default {TRAIN.lr})")
     p.add_argument("--resume", action="store_true", help="continue OUT: finished runs are kept, not trained again")
     p.add_argument("--overwrite", action="store_true", help="discard the experiment in OUT and start again")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -82,10 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from renal_ldm.mix_experiment import run_mix_experiment
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
 
     settings = MixExperimentSettings(
         patches=args.patches,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from renal_ldm.cli._args import apply_threads
 from renal_ldm.realism import DEFAULT_SEGMENTER, FID_NOTE, REPORT_FILES, RealismSettings
 
 DEFAULTS = RealismSettings()
@@ -55,7 +56,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm.auto import tqdm
 
     from renal_ldm.realism import check_report_folder, run_realism, verdict, write_report
@@ -68,10 +68,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         device=args.device,
     ).validated()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     out = check_report_folder(args.out, overwrite=args.overwrite)  # before any work
     bars: dict[str, tqdm] = {}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from renal_ldm.cli._args import apply_threads
 from renal_ldm.models.configs import SAMPLING
 from renal_ldm.models.schedulers import SCHEDULERS
 
@@ -53,17 +54,13 @@ def caption_from_args(caption: str | None, levels: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm.auto import tqdm
 
     from renal_ldm.models.checkpoint import load_model
     from renal_ldm.sample import Sampler, SampleRequest, default_device, resolve_model_dir, write_samples
 
     caption = caption_from_args(args.caption, args.levels)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1; got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     model_dir = resolve_model_dir(args.model)
     device = args.device or default_device()
     model = load_model(model_dir, device=device, require_unet=True)

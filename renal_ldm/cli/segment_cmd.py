@@ -7,18 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from renal_ldm.cli._args import apply_threads, positive_int
 from renal_ldm.cli.caption_cmd import add_mask_arguments
 from renal_ldm.segmentation.config import CLASS_MODES, DEFAULT_TILE, SEGMENTER_CONFIGS, SegmenterTrainSettings
 
 TRAIN = SegmenterTrainSettings()  # the defaults of every option below
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -32,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--classes", choices=CLASS_MODES, help="all (eight labels, softmax) or glomeruli (one logit)")
     p.add_argument("--out", required=True, help="run folder: segmenter.json + .safetensors, metrics.jsonl, state")
     p.add_argument("--config", choices=list(SEGMENTER_CONFIGS), help="network size (default small; tiny for tests)")
-    p.add_argument("--epochs", type=_positive_int, default=TRAIN.epochs, help="at most (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=TRAIN.epochs, help="at most (default %(default)s)")
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -41,21 +35,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=TRAIN.seed, help="init, split, crops and flips (default %(default)s)")
     p.add_argument(
-        "--batch-size", type=_positive_int, default=TRAIN.batch_size, help="crops per step (default %(default)s)"
+        "--batch-size", type=positive_int, default=TRAIN.batch_size, help="crops per step (default %(default)s)"
     )
     p.add_argument("--lr", type=float, default=TRAIN.lr, help="AdamW learning rate (default %(default)s)")
     p.add_argument(
-        "--crop", type=_positive_int, default=TRAIN.crop, help="output px of each random crop (default %(default)s)"
+        "--crop", type=positive_int, default=TRAIN.crop, help="output px of each random crop (default %(default)s)"
     )
     p.add_argument(
         "--crops-per-image",
-        type=_positive_int,
+        type=positive_int,
         default=TRAIN.crops_per_image,
         help="random crops of every patch per epoch (default %(default)s)",
     )
     p.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         default=TRAIN.patience,
         help="early stopping: epochs without a better validation loss (default %(default)s)",
     )
@@ -67,7 +61,7 @@ def register(subparsers) -> None:
     )
     add_mask_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -76,10 +70,10 @@ def register(subparsers) -> None:
     p.add_argument("--input", required=True, help="an image, or a folder of images (or a data set with images/)")
     p.add_argument("--out", required=True, help="mask PNG for one image, or a folder for many (one <stem>.png each)")
     p.add_argument(
-        "--tile", type=_positive_int, default=DEFAULT_TILE, help="output tile side; bounds memory (default %(default)s)"
+        "--tile", type=positive_int, default=DEFAULT_TILE, help="output tile side; bounds memory (default %(default)s)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace masks that already exist")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_segment)
 
@@ -120,13 +114,11 @@ def _saved_config(out: Path):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch
 
     from renal_ldm.data.patches import split_dataset
     from renal_ldm.segment import named_config, train_segmenter
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     out = Path(args.out)
     if args.resume:
         config = _saved_config(out)
@@ -186,15 +178,13 @@ def _images_in(folder: Path) -> list[Path]:
 
 def run_segment(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
     from PIL import Image
     from tqdm import tqdm
 
     from renal_ldm.data.patches import read_rgb
     from renal_ldm.segment import load_segmenter
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     source, out = Path(args.input), Path(args.out)
     if source.is_dir():
         images = _images_in(source)

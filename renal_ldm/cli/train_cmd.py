@@ -11,16 +11,10 @@ import argparse
 import os
 import sys
 
+from renal_ldm.cli._args import positive_int
 from renal_ldm.models.configs import MODEL_CONFIGS, AutoencoderTrainSettings, LDMTrainSettings
 
 LDM, VAE = LDMTrainSettings(), AutoencoderTrainSettings()  # the defaults of every option below
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text}")
-    return value
 
 
 def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, defaults) -> None:
@@ -32,10 +26,10 @@ def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, 
         choices=list(MODEL_CONFIGS),
         help=f"model configuration (default: {default_text})",
     )
-    p.add_argument("--max-steps", type=_positive_int, help="optimizer steps in total")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.batch_size,
         help="images per step and process (default %(default)s)",
     )
