@@ -14,24 +14,17 @@ from app import downloads, library
 from app import survey_store as store
 from db import models
 from db import repository as repo
-from db.migrate import init_db
-from db.session import dispose_engines, session_scope
+from db.session import session_scope
 from renal_ldm.paths import resolve_in_home
 
 SECRET = b"outside the data directory: never to be read or deleted"
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    url = f"sqlite:///{home / 'db.sqlite3'}"
-    monkeypatch.setenv("RENAL_LDM_HOME", str(home))
-    monkeypatch.setenv("DATABASE_URL", url)
-    init_db(url)
+def home(app_home, tmp_path):
+    """The app's data directory (tests/app/conftest.py), with a file beside it that must stay untouched."""
     (tmp_path / "outside.png").write_bytes(SECRET)
-    yield home
-    dispose_engines()
+    return app_home
 
 
 def test_a_path_inside_resolves_to_its_file(home):

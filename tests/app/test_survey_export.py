@@ -17,23 +17,15 @@ from app import survey_export as export
 from app import survey_files as files
 from app import survey_store as store
 from db import repository as repo
-from db.migrate import init_db
-from db.session import dispose_engines
 from renal_ldm.csv_cells import restore_cell
 
 FORMULA = '=HYPERLINK("x")'
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    home.mkdir()
-    url = f"sqlite:///{home / 'db.sqlite3'}"
-    monkeypatch.setenv("RENAL_LDM_HOME", str(home))
-    monkeypatch.setenv("DATABASE_URL", url)
-    init_db(url)
-    yield home
-    dispose_engines()
+def home(app_home):
+    """The app's data directory and database (tests/app/conftest.py)."""
+    return app_home
 
 
 class Upload:
