@@ -47,6 +47,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from renal_ldm import __version__
+from renal_ldm.models.build import uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
 from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
@@ -74,7 +75,7 @@ class SampleRequest:
     n: int = 1
     seed: int = SAMPLING.seed
     steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
+    guidance: float | None = None  # None: the model's recommended guidance (its manifest), else DEFAULT_GUIDANCE
     scheduler: str = DEFAULT_SCHEDULER
     eta: float = SAMPLING.eta
     size: int | None = None
@@ -92,8 +93,9 @@ class SampleRequest:
             raise ValueError(f"seed must be an integer >= 0; got {self.seed}")
         if int(self.steps) != self.steps or not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"steps must be an integer in 1..{MAX_STEPS}; got {self.steps}")
-        if not math.isfinite(self.guidance) or self.guidance < 0:
-            raise ValueError(f"guidance scale must be a finite number >= 0; got {self.guidance}")
+        guidance = default_guidance(model) if self.guidance is None else self.guidance
+        if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or guidance < 0:
+            raise ValueError(f"guidance scale must be a finite number >= 0; got {guidance}")
         get_scheduler(self.scheduler)  # a ValueError lists the registered names
         if not math.isfinite(self.eta) or not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1]; got {self.eta}")
@@ -111,12 +113,21 @@ class SampleRequest:
             n=int(self.n),
             seed=int(self.seed),
             steps=int(self.steps),
-            guidance=float(self.guidance),
+            guidance=float(guidance),
             scheduler=self.scheduler,
             eta=float(self.eta),
             size=int(size),
             batch_size=int(self.batch_size),
         )
+
+
+@dataclass(frozen=True)
+class CaptionInputs:
+    """What the UNet receives for one caption: token states for cross-attention and, for a UNet with a
+    caption-embedding path (renal_ldm.models.build), the pooled embedding."""
+
+    states: torch.Tensor  # (1, T, D)
+    pooled: torch.Tensor | None = None  # (1, D)
 
 
 @dataclass
@@ -129,6 +140,11 @@ class SampleResult:
     caption: str
     index: int  # position in its request
     params: dict[str, Any] = field(default_factory=dict)
+
+
+def default_guidance(model: LatentDiffusionModel) -> float:
+    """The guidance scale a request without one gets: the model's recommended one, else the reference's 1.5."""
+    return DEFAULT_GUIDANCE if model.recommended_guidance is None else float(model.recommended_guidance)
 
 
 def default_device() -> torch.device:
@@ -248,11 +264,16 @@ class Sampler:
     def _installed_processor(self):
         return next(iter(self.model.unet.attn_processors.values()), None)
 
-    def encode_captions(self, caption: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, T, D) conditional and unconditional states; each caption encoded alone, as in training."""
-        cond = self.text_encoder.encode([caption]).to(self.device)
-        uncond = self.text_encoder.encode([UNCONDITIONAL_CAPTION]).to(self.device)
-        return cond, uncond
+    def encode_captions(self, caption: str) -> tuple[CaptionInputs, CaptionInputs]:
+        """Conditional and unconditional UNet inputs (1, T, D) states, plus (1, D) pooled embeddings for a UNet
+        with a caption-embedding path; each caption encoded alone, as in training."""
+        pooled = uses_caption_embedding(self.model.unet)
+
+        def inputs(text: str) -> CaptionInputs:
+            states = self.text_encoder.encode([text]).to(self.device)
+            return CaptionInputs(states, self.text_encoder.pool([text]).to(self.device) if pooled else None)
+
+        return inputs(caption), inputs(UNCONDITIONAL_CAPTION)
 
     def sample(
         self,
@@ -315,14 +336,13 @@ class Sampler:
         b = len(indices)
         g = request.guidance
         fused = g not in (0.0, 1.0)
-        if g == 1.0:
-            context = cond.expand(b, -1, -1)
-        elif g == 0.0:
-            context = uncond.expand(b, -1, -1)
-        else:
-            context = torch.cat([uncond.expand(b, -1, -1), cond.expand(b, -1, -1)])
+        branches = [cond] if g == 1.0 else [uncond] if g == 0.0 else [uncond, cond]
+        context = torch.cat([x.states.expand(b, -1, -1) for x in branches])
         rows = context.shape[0]
         context = self._pad(context).contiguous()  # padded once: the K/V cache keys on this very tensor
+        pooled = None
+        if cond.pooled is not None:
+            pooled = self._pad(torch.cat([x.pooled.expand(b, -1) for x in branches]))
         extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         with self._context_cache.active(self.cache_context):
@@ -333,7 +353,7 @@ class Sampler:
                 if fused:
                     x = torch.cat([x, x])
                 x = self._pad(x).contiguous(memory_format=memory_format)
-                eps = model.unet(x, t, encoder_hidden_states=context).sample[:rows]
+                eps = model.unet(x, t, encoder_hidden_states=context, class_labels=pooled).sample[:rows]
                 if fused:
                     eps_u, eps_c = eps.chunk(2)
                     eps = eps_u + g * (eps_c - eps_u)

@@ -39,28 +39,40 @@ class TextEncoder(ABC):
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._pooled_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
-    @torch.inference_mode()
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
         """(B, T, D) float32 hidden states on the encoder's device, one row per caption."""
+        return self._cached(captions, self._cache, self._encode_batch)
+
+    def pool(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, D) float32 pooled caption embeddings (one vector per caption), for a UNet's global conditioning."""
+        return self._cached(captions, self._pooled_cache, self._pool_batch)
+
+    @torch.inference_mode()
+    def _cached(self, captions: Sequence[str], cache: OrderedDict[str, torch.Tensor], compute) -> torch.Tensor:
         captions = [str(c) for c in captions]
         with self._lock:
-            missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+            missing = list(dict.fromkeys(c for c in captions if c not in cache))
             if missing:
-                encoded = self._encode_batch(missing).float().cpu()
+                encoded = compute(missing).float().cpu()
                 for caption, hidden in zip(missing, encoded, strict=True):
-                    self._cache[caption] = hidden
-                while len(self._cache) > _CACHE_SIZE:
-                    self._cache.popitem(last=False)
-            rows = [self._cache[c] for c in captions]
+                    cache[caption] = hidden
+                while len(cache) > _CACHE_SIZE:
+                    cache.popitem(last=False)
+            rows = [cache[c] for c in captions]
             for c in captions:
-                self._cache.move_to_end(c)
+                cache.move_to_end(c)
         return torch.stack(rows).to(self.device)
 
     @abstractmethod
     def _encode_batch(self, captions: list[str]) -> torch.Tensor:
         """(B, T, D) hidden states for distinct captions not in the cache yet."""
+
+    def _pool_batch(self, captions: list[str]) -> torch.Tensor:
+        """(B, D) pooled embeddings; this fallback averages all token states, padding included."""
+        return self._encode_batch(captions).mean(dim=1)
 
     @property
     def cache_size(self) -> int:
@@ -98,6 +110,16 @@ class MiniLMTextEncoder(TextEncoder):
             captions, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
         return self.model(**tokens).last_hidden_state
+
+    def _pool_batch(self, captions: list[str]) -> torch.Tensor:
+        """Mean of the real (unpadded) token states, L2-normalised: the sentence embedding of all-MiniLM-L6-v2."""
+        tokens = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        states = self.model(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 class PLIPTextEncoder(TextEncoder):
@@ -139,6 +161,13 @@ class PLIPTextEncoder(TextEncoder):
             for chunk in ids.split(CLIP_CHUNK_TOKENS, dim=1)
         ]
         return torch.cat(chunks, dim=1)
+
+    def _pool_batch(self, captions: list[str]) -> torch.Tensor:
+        """CLIP's pooled text output (the end-of-text token's state) of the first 77-token chunk."""
+        ids = self.tokenizer(
+            captions, padding="max_length", truncation=True, max_length=CLIP_CHUNK_TOKENS, return_tensors="pt"
+        ).input_ids.to(self.device)
+        return self.model(input_ids=ids).pooler_output
 
 
 def _check_plip_dir(model_dir: Path) -> None:

@@ -37,7 +37,11 @@ def register(subparsers) -> None:
     g.add_argument(
         "--scheduler", default=SAMPLING.scheduler, help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)"
     )
-    g.add_argument("--guidance", type=float, default=SAMPLING.guidance, help="guidance scale (default %(default)s)")
+    g.add_argument(
+        "--guidance",
+        type=float,
+        help=f"guidance scale (default: the model's recommended one, else {SAMPLING.guidance})",
+    )
     g.add_argument("--seed", type=int, default=SAMPLING.seed, help="image i uses seed + i (default %(default)s)")
     g.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
     g.add_argument("--batch-size", type=int, default=SAMPLING.batch_size, help="images per batch (default %(default)s)")

@@ -20,7 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=SAMPLING.batch_size, help="images per batch (default %(default)s)")
     p.add_argument("--steps", type=int, default=SAMPLING.steps, help="denoising steps (default %(default)s)")
     p.add_argument(
-        "--guidance", type=float, default=SAMPLING.guidance, help="classifier-free guidance scale (default %(default)s)"
+        "--guidance",
+        type=float,
+        help=f"classifier-free guidance scale (default: the model's recommended one, else {SAMPLING.guidance})",
     )
     p.add_argument(
         "--scheduler", default=SAMPLING.scheduler, help=f"one of {', '.join(SCHEDULERS)} (default %(default)s)"

@@ -43,7 +43,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, 
         "--mixed-precision",
         default=defaults.mixed_precision,
         metavar="no|bf16",
-        help="no (fp32, default) or bf16 (CUDA only); fp16 is refused",
+        help="no (fp32, default) or bf16 autocast (a CUDA GPU, or a CPU with native bf16); fp16 is refused",
     )
     p.add_argument(
         "--workers", type=int, default=defaults.num_workers, help="data loader worker processes (default %(default)s)"
@@ -96,6 +96,29 @@ def register(subparsers) -> None:
         type=int,
         default=LDM.latent_cache_mb,
         help="memory for cached VQ latents of seen (flipped) images; 0 encodes every batch (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-flip",
+        action="store_true",
+        help="no random flips (each image then has one latent to cache instead of four)",
+    )
+    p.add_argument(
+        "--snr-gamma",
+        type=float,
+        default=LDM.snr_gamma,
+        metavar="GAMMA",
+        help="min-SNR loss weighting with this gamma, e.g. 5 (default: plain epsilon MSE, as the reference)",
+    )
+    p.add_argument(
+        "--scale-latents",
+        action="store_true",
+        help="train on latents / std, the std measured on the data (LDM paper); recorded in the model's config",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=LDM.guidance,
+        help="recommended guidance scale, recorded in the model's manifest: the app's and sample's default for it",
     )
     p.set_defaults(func=run_train, max_steps_default=LDM.max_steps)
 
@@ -162,6 +185,10 @@ def run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         latent_cache_mb=args.latent_cache_mb,
         mixed_precision=args.mixed_precision,
+        flip=not args.no_flip,
+        snr_gamma=args.snr_gamma,
+        scale_latents=args.scale_latents,
+        guidance=args.guidance,
         seed=args.seed,
         num_workers=args.workers,
         progress=not args.no_progress,

@@ -13,7 +13,14 @@ from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from renal_ldm.models.configs import ModelConfig
 from renal_ldm.models.schedulers import build_sampling_scheduler
 
-__all__ = ["build_noise_scheduler", "build_sampling_scheduler", "build_unet", "build_vae", "count_parameters"]
+__all__ = [
+    "build_noise_scheduler",
+    "build_sampling_scheduler",
+    "build_unet",
+    "build_vae",
+    "count_parameters",
+    "uses_caption_embedding",
+]
 
 
 def build_vae(config: ModelConfig) -> VQModel:
@@ -38,7 +45,8 @@ def build_vae(config: ModelConfig) -> VQModel:
 
 
 def build_unet(config: ModelConfig, context_dim: int) -> UNet2DConditionModel:
-    """Noise-predicting UNet with cross-attention to the caption at config.unet.attention_levels."""
+    """Noise-predicting UNet with cross-attention to the caption at config.unet.attention_levels (and, with
+    config.unet.caption_embedding, the pooled caption added to the timestep embedding)."""
     u = config.unet
     levels = len(u.channel_mult)
     bad = [level for level in u.attention_levels if not 0 <= level < levels]
@@ -59,7 +67,15 @@ def build_unet(config: ModelConfig, context_dim: int) -> UNet2DConditionModel:
         # diffusers' historical naming: `attention_head_dim` is read as the number of heads here.
         attention_head_dim=u.num_attention_heads,
         transformer_layers_per_block=u.transformer_depth,
+        class_embed_type="projection" if u.caption_embedding else None,
+        projection_class_embeddings_input_dim=context_dim if u.caption_embedding else None,
     )
+
+
+def uses_caption_embedding(unet) -> bool:
+    """Whether a UNet takes the pooled caption through diffusers' class-embedding path (build_unet with
+    caption_embedding); imported reference UNets have none and get cross-attention states only."""
+    return getattr(unet.config, "class_embed_type", None) == "projection"
 
 
 def build_noise_scheduler(config: ModelConfig) -> DDPMScheduler:

@@ -33,7 +33,7 @@ from renal_ldm import __version__
 from renal_ldm.fsutil import replace_dir_atomically
 from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
 from renal_ldm.models.configs import ModelConfig
-from renal_ldm.models.manifest import MANIFEST, read_manifest
+from renal_ldm.models.manifest import MANIFEST, SAMPLING_KEY, read_manifest, recommended_guidance
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 KIND_LDM = "ldm"
@@ -54,6 +54,7 @@ class LatentDiffusionModel:
     fingerprint: str | None = None
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    recommended_guidance: float | None = None  # the guidance scale sampling defaults to for this model
 
     def to(self, device: torch.device | str) -> LatentDiffusionModel:
         self.vae.to(device)
@@ -92,6 +93,8 @@ def save_model(
             "fingerprint": fingerprint,
             "extra": {**model.extra, **(extra or {})},
         }
+        if model.recommended_guidance is not None:
+            manifest[SAMPLING_KEY] = {"guidance": float(model.recommended_guidance)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         replace_dir_atomically(tmp, model_dir)  # a crash never leaves a half-written model
     except BaseException:
@@ -141,6 +144,7 @@ def load_model(
         fingerprint=manifest.get("fingerprint"),
         path=model_dir,
         extra=manifest.get("extra", {}),
+        recommended_guidance=recommended_guidance(manifest),
     )
     if kind == KIND_LDM:
         if model.context_dim <= 0:

@@ -59,6 +59,9 @@ class LDMTrainSettings:
     checkpoint_every: int = 500
     latent_cache_mb: int = 1024  # frozen-VQ latents kept per distinct (flipped) image; 0 encodes every batch
     mixed_precision: str = "no"
+    snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al. 2023), e.g. 5.0; None: plain epsilon MSE
+    scale_latents: bool = False  # measure the latents' std on the data and train on latents / std (LDM paper)
+    guidance: float | None = None  # recommended guidance scale written into the model's manifest
     seed: int = 0
     num_workers: int = 0
     progress: bool = True
@@ -109,6 +112,9 @@ class UNetConfig:
     num_attention_heads: int = 1
     transformer_depth: int = 1
     norm_num_groups: int = 32
+    caption_embedding: bool = False
+    """Also add a pooled caption embedding to the timestep embedding (diffusers' class_embed_type "projection"):
+    a global path that reaches every resolution block, besides cross-attention at attention_levels."""
 
     @property
     def block_out_channels(self) -> tuple[int, ...]:
@@ -224,6 +230,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
             layers_per_block=1,
             attention_levels=(1, 2, 3),
             norm_num_groups=32,
+            caption_embedding=True,
         ),
     ),
     "pathldm": ModelConfig(name="pathldm", image_size=256, text_encoder="plip"),

@@ -14,6 +14,25 @@ MANIFEST = "renal_ldm.json"
 """File name of the manifest (kind, package version, ModelConfig, text encoder, fingerprints)."""
 
 
+SAMPLING_KEY = "sampling"
+"""Manifest key of the model's recommended sampling settings, {"guidance": G}, written by `train --guidance`."""
+
+
+def recommended_guidance(manifest: dict[str, Any]) -> float | None:
+    """The guidance scale a manifest recommends for its model, or None (then the reference's default applies).
+    A value that is not a finite number >= 0 is an error naming it, so a hand-edited manifest fails clearly."""
+    value = (manifest.get(SAMPLING_KEY) or {}).get("guidance")
+    if value is None:
+        return None
+    try:
+        guidance = float(value)
+    except (TypeError, ValueError):
+        guidance = float("nan")
+    if not guidance >= 0 or guidance == float("inf"):
+        raise ValueError(f"manifest {SAMPLING_KEY}.guidance must be a finite number >= 0; got {value!r}")
+    return guidance
+
+
 def is_checkpoint(path: str | Path) -> bool:
     """Whether `path` is a renal-ldm checkpoint directory (it holds the manifest); the one test of it."""
     return (Path(path) / MANIFEST).is_file()

@@ -35,8 +35,11 @@ class TrainingDiverged(RuntimeError):
     """The loss (or the gradient norm) became NaN/inf; the last good checkpoint was kept."""
 
 
-def check_mixed_precision(mixed_precision: str | None, *, cuda_available: bool | None = None) -> str:
-    """ "no" (fp32, the default) or "bf16" (CUDA only); fp16 and anything else is a ValueError that says why."""
+def check_mixed_precision(
+    mixed_precision: str | None, *, cuda_available: bool | None = None, cpu_bf16: bool | None = None
+) -> str:
+    """ "no" (fp32, the default) or "bf16" (autocast; on a CUDA GPU, or on a CPU with native bf16 such as
+    avx512_bf16 / AMX); fp16 and anything else is a ValueError that says why."""
     value = (mixed_precision or "no").strip().lower()
     if value in ("no", "fp32", "none"):
         return "no"
@@ -45,13 +48,23 @@ def check_mixed_precision(mixed_precision: str | None, *, cuda_available: bool |
     if value == "bf16":
         if cuda_available is None:
             cuda_available = torch.cuda.is_available()
-        if not cuda_available:
+        if cpu_bf16 is None:
+            cpu_bf16 = cpu_has_native_bf16()
+        if not (cuda_available or cpu_bf16):
             raise ValueError(
-                "--mixed-precision bf16 is only supported on a CUDA GPU and none is available here; "
-                "train in fp32 (--mixed-precision no, the default)"
+                "--mixed-precision bf16 needs a CUDA GPU or a CPU with native bf16 (avx512_bf16 or AMX) and this "
+                "machine has neither; train in fp32 (--mixed-precision no, the default)"
             )
         return "bf16"
     raise ValueError(f"unknown mixed precision {mixed_precision!r}; expected one of {', '.join(PRECISIONS)}")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (emulated bf16 is slower than fp32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def derive_seed(*parts: int) -> int:

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from renal_ldm.models.build import build_noise_scheduler, build_unet
+from renal_ldm.models.build import build_noise_scheduler, build_unet, uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import LDMTrainSettings, ModelConfig, get_config
 from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
@@ -78,6 +78,7 @@ RESUME_KEYS = (
     "num_processes",
     "ema",
     "latent_cache",
+    "latent_prefill",
 )
 
 
@@ -91,16 +92,38 @@ class LDMTrainResult:
 
 
 def diffusion_loss(
-    unet, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, noise: torch.Tensor
+    unet,
+    noisy: torch.Tensor,
+    timesteps: torch.Tensor,
+    context: torch.Tensor,
+    noise: torch.Tensor,
+    pooled: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE (a module-level function so tests can inject a NaN)."""
-    pred = unet(noisy, timesteps, encoder_hidden_states=context).sample
-    return F.mse_loss(pred.float(), noise.float())
+    """Epsilon-prediction MSE, per-sample weighted when weights (B,) are given (a module-level function so tests
+    can inject a NaN). pooled: the caption embedding for a UNet with a caption-embedding path."""
+    pred = unet(noisy, timesteps, encoder_hidden_states=context, class_labels=pooled).sample
+    if weights is None:
+        return F.mse_loss(pred.float(), noise.float())
+    per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * weights).mean()
+
+
+def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """min(SNR, gamma) / SNR per sample, the min-SNR weighting for epsilon prediction (Hang et al. 2023):
+    the many nearly noise-free timesteps, whose epsilon is hard to see and easy to overfit, stop dominating."""
+    snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
+    return snr.clamp(max=gamma) / snr
 
 
 def encode_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
     """(B, T, D): each caption encoded alone (cached), so its states never depend on the batch it came in."""
     return torch.cat([encoder.encode([c]) for c in captions])
+
+
+def pool_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
+    """(B, D) pooled caption embeddings, each caption alone (cached), as encode_captions."""
+    return torch.cat([encoder.pool([c]) for c in captions])
 
 
 class LatentCache:
@@ -122,6 +145,40 @@ class LatentCache:
         self.misses = 0
         self._store: dict[bytes, torch.Tensor] = {}
 
+    @staticmethod
+    def _key(pixels) -> bytes:
+        return hashlib.blake2b(pixels.tobytes(), digest_size=20, person=str(pixels.shape).encode()[:16]).digest()
+
+    @torch.no_grad()
+    def prefill(self, dataset: Dataset, flips: bool, batch_size: int = 64, device=None) -> int:
+        """Encode the data set's images (and, with flips, their three flipped copies) up front, in batches of
+        batch_size in index order, until max_bytes is reached; returns the latents added.
+
+        Batched encoding is several times faster than the one-at-a-time misses of `encode`, and the latents
+        depend only on the data set (the same batches every time), so a resumed run prefills the same values.
+        """
+        if self.max_bytes <= 0:
+            return 0
+        added = 0
+        variants = [(), (-1,), (-2,), (-1, -2)] if flips else [()]
+        for start in range(0, len(dataset), batch_size):
+            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
+            if device is not None:
+                images = images.to(device)
+            for dims in variants:
+                flipped = images.flip(dims) if dims else images
+                latents = self.vae.encode(flipped).latents * self.scaling_factor
+                for pixels, latent in zip(flipped.float().cpu().contiguous().numpy(), latents, strict=True):
+                    size = latent.numel() * latent.element_size()
+                    if self.bytes + size > self.max_bytes:
+                        return added
+                    key = self._key(pixels)
+                    if key not in self._store:
+                        self._store[key] = latent.clone()
+                        self.bytes += size
+                        added += 1
+        return added
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.max_bytes <= 0:
@@ -129,7 +186,7 @@ class LatentCache:
         host = images.detach().float().cpu().contiguous().numpy()
         out = []
         for i, pixels in enumerate(host):
-            key = hashlib.blake2b(pixels.tobytes(), digest_size=20, person=str(pixels.shape).encode()[:16]).digest()
+            key = self._key(pixels)
             latent = self._store.get(key)
             if latent is None:
                 self.misses += 1
@@ -144,6 +201,26 @@ class LatentCache:
         return torch.stack(out)
 
 
+LATENT_STD_IMAGES = 256
+"""Images whose latents set the scaling factor (the data set's first ones, unflipped): enough for 3 significant
+digits of a standard deviation over millions of latent values."""
+
+
+@torch.no_grad()
+def measure_latent_std(vae, dataset: Dataset, batch_size: int = 32) -> float:
+    """Standard deviation of the (unscaled) VQ latents of the data set's first LATENT_STD_IMAGES images."""
+    n = min(len(dataset), LATENT_STD_IMAGES)
+    device = next(vae.parameters()).device
+    latents = []
+    for start in range(0, n, batch_size):
+        images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))]).to(device)
+        latents.append(vae.encode(images).latents.float().cpu())
+    std = float(torch.cat(latents).std())
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"the autoencoder's latents have standard deviation {std}; cannot scale them to unit variance")
+    return std
+
+
 def _load_vae(vae: str | Path | LatentDiffusionModel) -> LatentDiffusionModel:
     if isinstance(vae, LatentDiffusionModel):
         return vae
@@ -151,8 +228,11 @@ def _load_vae(vae: str | Path | LatentDiffusionModel) -> LatentDiffusionModel:
 
 
 def _compatible_config(config: ModelConfig, vae_model: LatentDiffusionModel) -> ModelConfig:
-    if config.autoencoder != vae_model.config.autoencoder:
-        mine, theirs = dataclasses.asdict(config.autoencoder), dataclasses.asdict(vae_model.config.autoencoder)
+    """config, refused when its autoencoder differs from the VAE's in anything but the latent scaling factor
+    (a property of the LDM trained on the latents, not of the autoencoder's weights)."""
+    mine, theirs = dataclasses.asdict(config.autoencoder), dataclasses.asdict(vae_model.config.autoencoder)
+    mine.pop("scaling_factor"), theirs.pop("scaling_factor")
+    if mine != theirs:
         diff = ", ".join(f"{k}: config {mine[k]} vs autoencoder {theirs[k]}" for k in mine if mine[k] != theirs[k])
         raise ValueError(
             f"the autoencoder in {vae_model.path} does not match model config {config.name!r} ({diff}); "
@@ -182,6 +262,7 @@ def _run_settings(
         "flip": settings.flip,
         "ema": settings.ema,
         "latent_cache": settings.latent_cache_mb > 0,  # per-image vs batched encoding: float rounding differs
+        "latent_prefill": settings.latent_cache_mb > 0,
         "data_fingerprint": data_fingerprint,
         "vae": str(vae_model.path) if vae_model.path else None,
         "vae_fingerprint": vae_model.fingerprint,
@@ -259,6 +340,14 @@ def train_ldm(
     check_image_size(size, config.size_multiple, "LDM training")
     config = dataclasses.replace(config, image_size=size, text_encoder=spec)
     _compatible_config(config, vae_model)
+    if settings.scale_latents:
+        if resumed is not None:
+            scale = resumed.config.autoencoder.scaling_factor  # measured when the run started
+        else:
+            std = measure_latent_std(vae_model.vae, dataset)
+            scale = float(f"{1.0 / std:.4g}")
+            log(f"latent std {std:.4f} over {min(len(dataset), LATENT_STD_IMAGES)} images: scaling factor {scale}")
+        config = dataclasses.replace(config, autoencoder=dataclasses.replace(config.autoencoder, scaling_factor=scale))
 
     accelerator = Accelerator(mixed_precision=mixed_precision)
     main = accelerator.is_main_process
@@ -281,13 +370,23 @@ def train_ldm(
     else:
         unet = build_unet(config, context_dim)
     unet.requires_grad_(True)
+    # Measured on the 2-core CPU (benchmarks/training_speed.py): oneDNN convolutions train faster in NHWC.
+    unet.to(memory_format=torch.channels_last)
+    caption_embedding = uses_caption_embedding(unet)
     vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
+    vae_module.register_to_config(scaling_factor=config.autoencoder.scaling_factor)
     latent_cache = LatentCache(vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20)
+    if settings.latent_cache_mb > 0:
+        t_fill = time.perf_counter()
+        filled = latent_cache.prefill(dataset, settings.flip, device=device)
+        took = time.perf_counter() - t_fill
+        log(f"latent cache: {filled} latents ({latent_cache.bytes / 2**20:.0f} MB) encoded in {took:.0f} s")
     noise_scheduler = build_noise_scheduler(config)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
     num_train_timesteps = config.noise.num_train_timesteps
 
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # foreach: a few batched kernels per step instead of a Python loop over every tensor.
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
     # accelerate steps a prepared scheduler once per process per optimizer step, hence the factor.
     lr_scheduler = get_scheduler(
         "constant_with_warmup", optimizer, num_warmup_steps=settings.warmup_steps * accelerator.num_processes
@@ -382,13 +481,15 @@ def train_ldm(
             drop = torch.rand(b, generator=generator) < settings.caption_dropout
             captions = [UNCONDITIONAL_CAPTION if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
             context = encode_captions(encoder, captions).to(device)
+            pooled = pool_captions(encoder, captions).to(device) if caption_embedding else None
             latents = latent_cache.encode(images)
             noise = torch.randn(latents.shape, generator=generator).to(device)
             timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
             a = alphas_cumprod[timesteps].view(b, 1, 1, 1)
-            noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+            noisy = (a.sqrt() * latents + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
+            weights = min_snr_weights(a.view(b), settings.snr_gamma) if settings.snr_gamma else None
             with accelerator.autocast():
-                loss = diffusion_loss(unet, noisy, timesteps, context, noise)
+                loss = diffusion_loss(unet, noisy, timesteps, context, noise, pooled, weights)
             loss_value = float(accelerator.reduce(loss.detach().float(), "mean"))
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(_diverged_message("loss", loss_value, step + 1, run_dir, last_saved))
@@ -445,6 +546,7 @@ def train_ldm(
                 "final_loss": history[-1]["loss"] if history else None,
                 "settings": dataclasses.asdict(settings),
             },
+            guidance=settings.guidance,
         )
         log(f"trained to step {step}; model written to {model_dir}")
     accelerator.wait_for_everyone()
@@ -461,6 +563,7 @@ def _save_ldm(
     data_fingerprint,
     noise_scheduler,
     extra: dict[str, Any],
+    guidance: float | None = None,
 ) -> None:
     model = LatentDiffusionModel(
         config=config,
@@ -470,6 +573,7 @@ def _save_ldm(
         text_encoder=spec,
         context_dim=context_dim,
         data_fingerprint=data_fingerprint,
+        recommended_guidance=guidance,
     )
     save_model(path, model, extra=extra)
 
@@ -497,6 +601,10 @@ def _check_settings(settings: LDMTrainSettings) -> None:
         raise ValueError(f"learning rate must be > 0; got {settings.lr}")
     if settings.warmup_steps < 0:
         raise ValueError(f"warm-up steps must be >= 0; got {settings.warmup_steps}")
+    if settings.snr_gamma is not None and not (math.isfinite(settings.snr_gamma) and settings.snr_gamma > 0):
+        raise ValueError(f"min-SNR gamma must be a finite number > 0; got {settings.snr_gamma}")
+    if settings.guidance is not None and not (math.isfinite(settings.guidance) and settings.guidance >= 0):
+        raise ValueError(f"recommended guidance must be a finite number >= 0; got {settings.guidance}")
 
 
 def _check_resume(run_dir: Path, run: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ from renal_ldm.training import (
     check_mixed_precision,
     train_ldm,
 )
-from renal_ldm.training.common import read_jsonl
+from renal_ldm.training.common import cpu_has_native_bf16, read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,14 +121,37 @@ def test_fp16_is_refused_with_the_reason(vae_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_bf16_is_refused_without_cuda(monkeypatch, vae_dir, tmp_path):
+def test_bf16_is_refused_without_cuda_or_a_native_bf16_cpu(monkeypatch, vae_dir, tmp_path):
+    import renal_ldm.training.common as common
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="bf16 is only supported on a CUDA GPU"):
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="bf16 needs a CUDA GPU or a CPU with native bf16"):
         train_ldm(TinyTissue(), tmp_path / "run", vae=vae_dir, settings=_settings(mixed_precision="bf16"))
-    assert check_mixed_precision("bf16", cuda_available=True) == "bf16"
+    assert not (tmp_path / "run").exists()
+    assert check_mixed_precision("bf16", cuda_available=True, cpu_bf16=False) == "bf16"
+    assert check_mixed_precision("bf16", cuda_available=False, cpu_bf16=True) == "bf16"
     assert check_mixed_precision("no") == "no"
     with pytest.raises(ValueError, match="unknown mixed precision"):
         check_mixed_precision("int8")
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 or AMX)")
+def test_bf16_autocast_trains_on_a_native_bf16_cpu(vae_dir, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # accelerate keeps one precision per process; the other tests use fp32
+    try:
+        result = _train_bf16(vae_dir, tmp_path)
+    finally:
+        AcceleratorState._reset_state(True)
+    assert all(math.isfinite(loss) for loss in result.losses)
+    model = load_model(result.model_dir)
+    assert all(p.dtype == torch.float32 for p in model.unet.parameters())  # fp32 master weights, bf16 compute
+
+
+def _train_bf16(vae_dir, tmp_path):
+    return train_ldm(TinyTissue(), tmp_path / "run", vae=vae_dir, settings=_settings(mixed_precision="bf16"))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(monkeypatch, vae_dir, tmp_path):
