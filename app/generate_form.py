@@ -44,6 +44,7 @@ MODEL_KEY, SOURCE_KEY, FREE_TEXT_KEY, PRESET_KEY = "gen.model", "gen.source", "g
 N_KEY, STEPS_KEY, GUIDANCE_KEY, SCHEDULER_KEY = "gen.n", "gen.steps", "gen.guidance", "gen.scheduler"
 SEED_MODE_KEY, SEED_KEY, BATCH_KEY, ETA_KEY, SIZE_KEY = "gen.seed_mode", "gen.seed", "gen.batch", "gen.eta", "gen.size"
 CAPTION_MARKER_KEY = "gen.caption_marker"  # the Compose hand-over already followed
+GUIDANCE_MODEL_KEY = "gen.guidance_model"  # the model whose recommended guidance the form was last given
 
 
 def widget_defaults() -> dict[str, object]:
@@ -97,6 +98,7 @@ def regenerate_prefill(params: Mapping[str, Any]) -> tuple[dict[str, object], st
         ETA_KEY: float(params["eta"]),
         SIZE_KEY: int(params["size"]),
         MODEL_KEY: params["model_name"],
+        GUIDANCE_MODEL_KEY: params["model_name"],  # the sample's own guidance, not the model's recommendation
     }
     message = (
         f"Prefilled from Library sample #{params['sample_id']}: same caption, model, seed "
@@ -114,6 +116,15 @@ def settle_model(state: MutableMapping[str, Any], names: list[str], regenerate: 
     if regenerate and regenerate["model_name"] not in names:
         return f"The sample's model {regenerate['model_name']!r} is not available; pick another."
     return None
+
+
+def settle_guidance(state: MutableMapping[str, Any], model: ModelChoice) -> None:
+    """Give the guidance field the selected model's recommended guidance (its manifest; else the reference's
+    1.5) when a model is first selected or another one is picked; a value the user typed for this model stays."""
+    if state.get(GUIDANCE_MODEL_KEY) == model.name:
+        return
+    state[GUIDANCE_MODEL_KEY] = model.name
+    state[GUIDANCE_KEY] = float(model.guidance if model.guidance is not None else SAMPLING.guidance)
 
 
 def composed_caption(state: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -205,9 +216,10 @@ def remember_job(jobs: list[str], job_id: str) -> list[str]:
 def run_summary(snap: Any) -> str:
     """One line on what a run draws: images, size, seeds, steps of which sampler, guidance, model."""
     r = snap.request
+    guidance = "the model's" if r.guidance is None else r.guidance
     return (
         f"Run `{snap.run_id}`: {r.n} image(s), {r.size} px, seeds {r.seed}..{r.seed + r.n - 1}, "
-        f"{r.steps} {scheduler_label(r.scheduler)} steps, guidance {r.guidance}, model {literal(snap.model_name)}"
+        f"{r.steps} {scheduler_label(r.scheduler)} steps, guidance {guidance}, model {literal(snap.model_name)}"
     )
 
 

@@ -164,10 +164,13 @@ def _planned_total(request: Any) -> int:
 
 
 def _default_sampler_factory(model_dir: str) -> Sampler:
+    """Exact batches: "Generate again" from the Library must give the very same bytes, and the page's usual
+    runs of 4 images fill the padding anyway. The precision is the app setting RENAL_LDM_PRECISION."""
     import_sampling_stack()
+    from app.settings import load_settings
     from renal_ldm.sample import Sampler
 
-    return Sampler.from_dir(model_dir)
+    return Sampler.from_dir(model_dir, exact_batches=True, precision=load_settings().precision)
 
 
 _STACK_LOCK = threading.Lock()

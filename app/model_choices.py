@@ -12,7 +12,7 @@ from typing import Any
 
 from db import repository as repo
 from renal_ldm.models.configs import ModelConfig
-from renal_ldm.models.manifest import MANIFEST, is_checkpoint, read_manifest
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint, read_manifest, recommended_guidance
 from renal_ldm.paths import demo_model_dir
 
 DEMO_NAME = "demo"
@@ -44,6 +44,7 @@ class ModelChoice:
     size_multiple: int | None = None
     fingerprint: str | None = None
     problem: str | None = None  # why it cannot be used right now (folder gone, not a checkpoint)
+    guidance: float | None = None  # the guidance scale its manifest recommends (train --guidance), if any
 
     @property
     def label(self) -> str:
@@ -78,10 +79,14 @@ def describe(name: str, path: str | Path, kind: str) -> ModelChoice:
     except ValueError as exc:
         return ModelChoice(name, str(path), kind, problem=str(exc))
     image_size, multiple = _size_facts(manifest)
-    problem = None
+    problem, guidance = None, None
     if manifest.get("kind") != "ldm":
         problem = f"{path} holds a {manifest.get('kind')!r} checkpoint, not a latent diffusion model"
-    return ModelChoice(name, str(path), kind, image_size, multiple, manifest.get("fingerprint"), problem)
+    try:
+        guidance = recommended_guidance(manifest)
+    except ValueError as exc:
+        problem = f"{path / MANIFEST}: {exc}"
+    return ModelChoice(name, str(path), kind, image_size, multiple, manifest.get("fingerprint"), problem, guidance)
 
 
 def available_models(*, url: str | None = None, include_unusable: bool = False) -> list[ModelChoice]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from renal_ldm.models.configs import SAMPLING_PRECISIONS
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
@@ -16,6 +18,7 @@ class AppSettings:
 
     survey_only: bool
     max_upload_mb: int
+    precision: str  # the Generate page's UNet precision: fp32, or bf16 where the machine runs it natively
 
 
 def _positive_int(name: str, default: int) -> int:
@@ -31,8 +34,20 @@ def _positive_int(name: str, default: int) -> int:
     return value
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ValueError(
+            f"environment variable {name}={raw!r} must be one of {', '.join(choices)} (default {choices[0]})"
+        )
+    return raw
+
+
 def load_settings() -> AppSettings:
     return AppSettings(
         survey_only=_flag("RENAL_LDM_SURVEY_ONLY"),
         max_upload_mb=_positive_int("RENAL_LDM_MAX_UPLOAD_MB", 20),
+        precision=_choice("RENAL_LDM_PRECISION", SAMPLING_PRECISIONS),
     )

@@ -62,6 +62,7 @@ with settings:
     if warning := form.settle_model(st.session_state, list(by_name), regenerate):
         st.warning(warning)
     model = by_name[st.selectbox("Model", list(by_name), format_func=lambda n: by_name[n].label, key=form.MODEL_KEY)]
+    form.settle_guidance(st.session_state, model)
 
     st.subheader("Caption")
     source = st.radio("Caption from", form.CAPTION_SOURCES, horizontal=True, key=form.SOURCE_KEY)
@@ -88,7 +89,14 @@ with settings:
     c1, c2, c3 = st.columns(3)
     c1.number_input("Images", min_value=1, max_value=form.MAX_IMAGES, step=1, key=form.N_KEY)
     c2.number_input("Steps", min_value=1, max_value=form.MAX_STEPS, step=1, key=form.STEPS_KEY)
-    c3.number_input("Guidance scale", min_value=0.0, max_value=form.MAX_GUIDANCE, step=0.1, key=form.GUIDANCE_KEY)
+    c3.number_input(
+        "Guidance scale",
+        min_value=0.0,
+        max_value=form.MAX_GUIDANCE,
+        step=0.1,
+        key=form.GUIDANCE_KEY,
+        help="the model's recommended scale" if model.guidance is not None else "the reference study's scale",
+    )
     c4, c5, _ = st.columns(3)
     scheduler = c4.selectbox("Scheduler", form.SCHEDULER_CHOICES, format_func=scheduler_label, key=form.SCHEDULER_KEY)
     c5.selectbox("Size (px)", sizes, key=form.SIZE_KEY, help=f"trained at {model.image_size} px")

@@ -7,13 +7,18 @@
 
 Guarantees:
 - Image i of a request uses seed S + i through its own torch.Generator, for the initial latent and for the
-  DDIM eta > 0 noise, so any one image can be regenerated alone (n=1, seed=S+i) with the same pixels whatever
-  batch it was first drawn in. Seeds alone are not enough for identical pixels: CPU convolution and GEMM
-  kernels (oneDNN, MKL) pick their blocking by batch size, so a row computed in a batch of 1 differs from the
-  same row in a batch of 8 by ~1e-6, which flips a few 8-bit pixel values after 50 steps. Every UNet and
-  decoder call is therefore padded to a multiple of `batch_granule` rows (4; the padding rows are copies and
-  are dropped), a size class in which the x86 kernels give batch-independent results (tests/renal_ldm/
-  test_sample.py checks it). The cost is padding a lone image's 2 CFG rows to 4.
+  DDIM eta > 0 noise, so any one image can be regenerated alone (n=1, seed=S+i) whatever batch it was first
+  drawn in: the same image to within one grey level. Seeds alone do not give identical bytes: CPU convolution
+  and GEMM kernels (oneDNN, MKL) pick their blocking by batch size, so a row computed in a batch of 1 differs
+  from the same row in a batch of 8 by ~1e-6, which flips a few 8-bit values after 50 steps. exact_batches=True
+  pads every UNet and decoder call to a multiple of EXACT_BATCH_GRANULE rows (copies, dropped afterwards), a
+  size class in which the x86 kernels are batch-independent, so the bytes match too (tests/renal_ldm/
+  test_sample.py); it costs a lone image twice the UNet work (2 guidance rows padded to 4), so it is opt-in.
+- precision "bf16" runs the UNet under bf16 autocast where the device has native bf16 (weights and the
+  scheduler stay fp32; benchmarks/sampling_speed.py compares its images with fp32 ones of the same seed).
+- Sizes above the training size are denoised as overlapping training-size windows, blended every step
+  (MultiDiffusion; renal_ldm/windows.py), and decoded in tiles above decode_tile cells: memory is bounded by
+  window_batch and decode_tile, not by the image size.
 - Conditional and unconditional branches run through the UNet as one batch per step:
   eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs (g == 0: only the
   unconditional half). The text embeddings are computed once per request.
@@ -49,7 +54,7 @@ from PIL import Image
 from renal_ldm import __version__
 from renal_ldm.models.build import uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
-from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING, SAMPLING_PRECISIONS
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 from renal_ldm.windows import Blender, Window, grid, taper
@@ -62,6 +67,35 @@ MAX_STEPS = MAX_SAMPLING_STEPS
 MANIFEST_CSV = "manifest.csv"
 
 ProgressCallback = Callable[[int, int], None]
+
+
+EXACT_BATCH_GRANULE = 4
+"""Rows every UNet and decoder call is padded to with exact_batches (see the module docstring)."""
+PRECISIONS = SAMPLING_PRECISIONS
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """fp32, or bf16 autocast for the UNet where the device runs bf16 natively (a CUDA GPU with bf16, a CPU
+    with avx512_bf16 / AMX); anything else is a ValueError naming the value and what was expected."""
+    value = (precision or "fp32").strip().lower()
+    if value not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if value == "bf16" and not bf16_supported(device):
+        raise ValueError(
+            f"precision bf16 needs native bf16 on {device} (a CUDA GPU with bf16, or a CPU with avx512_bf16 or AMX); "
+            "this one has none, use fp32"
+        )
+    return value
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively (not emulated, which is slower than fp32) on this device."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class SamplingCancelled(Exception):
@@ -226,7 +260,8 @@ class Sampler:
         device: str | torch.device | None = None,
         *,
         channels_last: bool = True,
-        batch_granule: int = 4,
+        exact_batches: bool = False,
+        precision: str = "fp32",
         cache_context: bool = True,
         window_batch: int = 8,
         decode_tile: int = 128,
@@ -239,9 +274,8 @@ class Sampler:
         self.model = model
         self.device = torch.device(device) if device is not None else default_device()
         self.channels_last = channels_last
-        if batch_granule < 1:
-            raise ValueError(f"batch_granule must be >= 1; got {batch_granule}")
-        self.batch_granule = batch_granule
+        self.batch_granule = EXACT_BATCH_GRANULE if exact_batches else 1
+        self.precision = check_precision(precision, self.device)
         if window_batch < 1:
             raise ValueError(f"window_batch must be >= 1; got {window_batch}")
         self.window_batch = window_batch  # UNet rows per call when denoising above the training size
@@ -353,11 +387,13 @@ class Sampler:
         else:
             predict = self._whole_predictor(branches, g, len(indices))
         extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with self._context_cache.active(self.cache_context):
             for k, t in enumerate(scheduler.timesteps, start=1):
                 if cancel is not None and cancel.is_set():
                     raise SamplingCancelled(f"sampling cancelled at step {k} of {request.steps}")
-                eps = predict(scheduler.scale_model_input(latents, t), t)
+                with autocast:
+                    eps = predict(scheduler.scale_model_input(latents, t), t).float()
                 latents = scheduler.step(eps, t, latents, **extra).prev_sample
                 if step_done is not None:
                     step_done(k)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from renal_ldm.cli._args import apply_threads
-from renal_ldm.models.configs import SAMPLING
+from renal_ldm.models.configs import SAMPLING, SAMPLING_PRECISIONS
 from renal_ldm.models.schedulers import SCHEDULERS
 
 
@@ -35,6 +35,17 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
     p.add_argument("--out", required=True, help="output folder: PNGs, JSON sidecars, manifest.csv")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=SAMPLING_PRECISIONS,
+        help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively (default %(default)s)",
+    )
+    p.add_argument(
+        "--exact-batches",
+        action="store_true",
+        help="byte-identical images whatever the batch (pads UNet calls to 4 rows; default: within 1 grey level)",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the core count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -77,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         batch_size=args.batch_size,
     ).validated(model)  # before building the sampler: bad values fail fast
-    sampler = Sampler(model, device=device)
+    sampler = Sampler(model, device=device, precision=args.precision, exact_batches=args.exact_batches)
     bar = tqdm(
         total=request.steps * -(-request.n // request.batch_size), desc="sample", unit="step", disable=args.no_progress
     )

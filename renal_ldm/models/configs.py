@@ -39,6 +39,8 @@ class ReferenceTraining:
 
 
 SAMPLING = ReferenceSampling()
+SAMPLING_PRECISIONS = ("fp32", "bf16")
+"""What the UNet may sample in: fp32 (the reference), or bf16 autocast where the device runs bf16 natively."""
 TRAINING = ReferenceTraining()
 
 

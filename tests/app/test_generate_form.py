@@ -88,8 +88,28 @@ def test_regenerate_prefill_sets_every_parameter_and_says_so():
         form.ETA_KEY: 0.0,
         form.SIZE_KEY: 96,
         form.MODEL_KEY: "demo",
+        form.GUIDANCE_MODEL_KEY: "demo",
     }
     assert message.startswith("Prefilled from Library sample #7: same caption, model, seed 5,")
+
+
+def test_the_guidance_field_takes_the_selected_models_recommendation_once():
+    recommending = ModelChoice("v2", "/models/v2", "user", image_size=128, size_multiple=32, guidance=3.0)
+    state: dict = {form.GUIDANCE_KEY: 1.5}
+    form.settle_guidance(state, recommending)
+    assert state[form.GUIDANCE_KEY] == 3.0
+    state[form.GUIDANCE_KEY] = 4.5  # the user's own value for this model stays across reruns
+    form.settle_guidance(state, recommending)
+    assert state[form.GUIDANCE_KEY] == 4.5
+    form.settle_guidance(state, MODEL)  # another model, without a recommendation: the reference's 1.5
+    assert state[form.GUIDANCE_KEY] == 1.5
+
+
+def test_a_regenerated_sample_keeps_its_own_guidance():
+    values, _ = form.regenerate_prefill(REGENERATE)
+    state = dict(values)
+    form.settle_guidance(state, ModelChoice("demo", "/m", "shipped", 128, 32, guidance=3.0))
+    assert state[form.GUIDANCE_KEY] == 2.5
 
 
 def test_an_unavailable_model_falls_back_to_the_first_with_a_warning_for_a_regenerated_sample():
@@ -165,7 +185,7 @@ def snapshot(state: str, **changes) -> JobSnapshot:
         first_image_at=101.5,
         finished_at=104.0,
         queue_position=0,
-        request=SampleRequest(caption="c", n=2, seed=9, steps=12, scheduler="dpmpp", size=64),
+        request=SampleRequest(caption="c", n=2, seed=9, steps=12, guidance=1.5, scheduler="dpmpp", size=64),
     )
     return JobSnapshot(**{**values, **changes})
 

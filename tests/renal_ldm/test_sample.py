@@ -30,7 +30,7 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def sampler(tiny_model_dir):
-    return Sampler(load_model(tiny_model_dir), device="cpu")
+    return Sampler(load_model(tiny_model_dir), device="cpu", exact_batches=True)
 
 
 def _request(**kw) -> SampleRequest:
@@ -100,11 +100,11 @@ def test_batched_cfg_equals_two_separate_passes(sampler):
 
 
 def test_text_kv_cache_leaves_pixels_unchanged(sampler, tiny_model_dir):
-    plain = Sampler(load_model(tiny_model_dir), device="cpu", cache_context=False)
+    plain = Sampler(load_model(tiny_model_dir), device="cpu", cache_context=False, exact_batches=True)
     for x, y in zip(sampler.sample(_request(n=3)), plain.sample(_request(n=3)), strict=True):
         np.testing.assert_array_equal(x.array, y.array)
     # Layouts differ in float rounding only (oneDNN picks other kernels for NCHW).
-    nchw = Sampler(load_model(tiny_model_dir), device="cpu", channels_last=False)
+    nchw = Sampler(load_model(tiny_model_dir), device="cpu", channels_last=False, exact_batches=True)
     for x, y in zip(sampler.sample(_request(n=3)), nchw.sample(_request(n=3)), strict=True):
         assert np.abs(x.array.astype(int) - y.array).max() <= 1
 
@@ -124,7 +124,7 @@ def test_guidance_one_runs_only_the_conditional_half(sampler):
 
 def test_save_load_gives_identical_samples(sampler, tiny_model_dir, tmp_path):
     again = save_model(tmp_path / "copy", load_model(tiny_model_dir))
-    other = Sampler(load_model(again), device="cpu")
+    other = Sampler(load_model(again), device="cpu", exact_batches=True)
     for x, y in zip(sampler.sample(_request()), other.sample(_request()), strict=True):
         np.testing.assert_array_equal(x.array, y.array)
 
@@ -258,3 +258,33 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_by_default_an_image_drawn_alone_matches_its_batch_version_to_one_grey_level(tiny_model_dir):
+    fast = Sampler(load_model(tiny_model_dir), device="cpu")  # no padding rows: a lone image costs 2 rows
+    batch = fast.sample(_request(n=4, batch_size=4))
+    alone = fast.sample(_request(n=1, seed=3 + 2))[0]
+    assert np.abs(alone.array.astype(int) - batch[2].array.astype(int)).max() <= 1
+
+
+def test_bf16_sampling_stays_close_to_fp32_where_the_cpu_has_native_bf16(tiny_model_dir):
+    from renal_ldm.sample import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        with pytest.raises(ValueError, match="precision bf16 needs native bf16"):
+            Sampler(load_model(tiny_model_dir), device="cpu", precision="bf16")
+        pytest.skip("this CPU has no native bf16 (avx512_bf16 or AMX)")
+    fp32 = Sampler(load_model(tiny_model_dir), device="cpu").sample(_request(n=1))[0].array.astype(float)
+    bf16 = Sampler(load_model(tiny_model_dir), device="cpu", precision="bf16").sample(_request(n=1))[0]
+    assert bf16.array.dtype == np.uint8
+    mse = ((bf16.array.astype(float) - fp32) ** 2).mean()
+    assert (
+        mse > 0 and 10 * np.log10(255**2 / mse) > 25
+    )  # the random tiny model; the demo model's figure is in its README
+
+
+def test_an_unknown_precision_is_named():
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; expected one of fp32, bf16"):
+        from renal_ldm.sample import check_precision
+
+        check_precision("fp8", torch.device("cpu"))

@@ -47,7 +47,7 @@ GOLDEN = {
 
 @pytest.fixture(scope="module")
 def sampler(tiny_model_dir):
-    return Sampler(load_model(tiny_model_dir), device="cpu")
+    return Sampler(load_model(tiny_model_dir), device="cpu", exact_batches=True)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
