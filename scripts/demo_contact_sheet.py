@@ -2,9 +2,10 @@
 
     .venv/bin/python scripts/demo_contact_sheet.py [--model models/demo] [--out models/demo/contact_sheet.png]
 
-One row per caption (background-free tissue, a lot of Glomeruli, a lot of Tubuli, a lot of Sclerotic
-Glomeruli): three phantoms drawn with that composition, then three samples of the model for the caption of
-the row's first phantom (DDIM 50 steps, guidance 1.5, the product's defaults; 128 px unless --size).
+One row per caption (background-free tissue, then "a lot of" Glomeruli, Sclerotic Glomeruli, Tubuli, Dilated
+Tubuli, Arteries): three phantoms drawn with that composition, then three samples of the model for the caption
+of the row's first phantom (DDIM 50 steps at the model's recommended guidance, the product's defaults; 128 px
+unless --size).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from renal_ldm.sample import Sampler, SampleRequest
 ROWS = [
     ("background-free tissue", {"Tubuli": 0.3, "Glomeruli": 0.1, "Dilated Tubuli": 0.1, "Arteries": 0.05}),
     ("a lot of Glomeruli", {"Glomeruli": 0.45}),
-    ("a lot of Tubuli", {"Tubuli": 0.45}),
     ("a lot of Sclerotic Glomeruli", {"Sclerotic Glomeruli": 0.45}),
+    ("a lot of Tubuli", {"Tubuli": 0.45}),
+    ("a lot of Dilated Tubuli", {"Dilated Tubuli": 0.45}),
+    ("a lot of Arteries", {"Arteries": 0.45}),
 ]
 PER_SIDE = 3
 

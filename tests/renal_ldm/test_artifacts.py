@@ -1,0 +1,45 @@
+"""The block-pattern and frame measures tell an artefact from clean texture (phantoms are the clean case)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from renal_ldm.artifacts import edge_ratio, frame_ratio
+from renal_ldm.phantom import generate_phantom
+
+
+@pytest.fixture(scope="module")
+def phantoms():
+    return [np.asarray(generate_phantom(128, seed=s).image) for s in range(4)]
+
+
+def test_phantoms_have_no_grid_and_no_frame(phantoms):
+    assert 0.8 < edge_ratio(phantoms, 4) < 1.25
+    assert 0.8 < edge_ratio(phantoms, 32) < 1.25
+    assert frame_ratio(phantoms) < 1.5
+
+
+def test_a_block_pattern_on_the_latent_grid_is_found(phantoms):
+    blocky = []
+    for image in phantoms:
+        cells = image.reshape(32, 4, 32, 4, 3).mean(axis=(1, 3), keepdims=True)  # 4 px blocks, as unconverged latents
+        blocky.append(0.5 * image + 0.5 * np.broadcast_to(cells, (32, 4, 32, 4, 3)).reshape(image.shape))
+    assert edge_ratio(blocky, 4) > 1.5
+    assert edge_ratio(blocky, 4) > 1.3 * edge_ratio(phantoms, 4)
+
+
+def test_a_frame_is_found(phantoms):
+    framed = [image.astype(float).copy() for image in phantoms]
+    for image in framed:
+        image[:3], image[-3:], image[:, :3], image[:, -3:] = 255, 255, 255, 255
+    assert frame_ratio(framed) > 2 * frame_ratio(phantoms)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="period must be >= 2"):
+        edge_ratio([np.zeros((16, 16))], 1)
+    with pytest.raises(ValueError, match="too small for a grid period of 32"):
+        edge_ratio([np.zeros((16, 16))], 32)
+    with pytest.raises(ValueError, match="no images given"):
+        frame_ratio([])
