@@ -12,7 +12,7 @@ from typing import Any
 
 from db import repository as repo
 from renal_ldm.models.configs import ModelConfig
-from renal_ldm.models.manifest import MANIFEST, is_checkpoint, read_manifest, recommended_guidance
+from renal_ldm.models.manifest import MANIFEST, is_checkpoint, locate_checkpoint, read_manifest, recommended_guidance
 from renal_ldm.paths import demo_model_dir
 
 DEMO_NAME = "demo"
@@ -122,7 +122,10 @@ def register_checkpoint(name: str, path: str, *, url: str | None = None) -> Mode
     raw = (path or "").strip()
     if not raw:
         raise ValueError(f"give the checkpoint directory (the folder that holds {MANIFEST})")
-    directory = Path(raw).expanduser()
+    try:
+        directory, _ = locate_checkpoint(raw)  # a training run directory registers its model
+    except (OSError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
     manifest = _manifest(directory)
     if manifest.get("kind") != "ldm":
         raise ValueError(

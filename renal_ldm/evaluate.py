@@ -479,11 +479,13 @@ def sample_for_evaluation(
     """Draw `request` (a renal_ldm.sample.SampleRequest) from a model into out_dir, which must hold no samples
     yet (so the judged folder is exactly this request); returns the PNG paths."""
     from renal_ldm.models.checkpoint import load_model
+    from renal_ldm.models.manifest import locate_checkpoint
     from renal_ldm.sample import Sampler, default_device, write_samples
 
     out_dir = Path(out_dir)
     check_no_samples(out_dir)
     device = device or default_device()
+    model_dir, _ = locate_checkpoint(model_dir)  # a training run directory means its model
     model = load_model(model_dir, device=device, require_unet=True)
     request = request.validated(model)
     sampler = Sampler(model, device=device)

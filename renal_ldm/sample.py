@@ -578,18 +578,22 @@ def read_manifest_csv(out_dir: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def resolve_model_dir(model: str | Path | None) -> Path:
-    """The --model directory, or the shipped demo model; a clear error when neither exists."""
-    from renal_ldm.models.manifest import is_checkpoint
+def resolve_model_dir(model: str | Path | None, note: Callable[[str], None] | None = None) -> Path:
+    """The --model directory (a checkpoint, or a training run: its model/, see locate_checkpoint), or the shipped
+    demo model; a clear error when neither exists. note(message) hears which model of a run was taken."""
+    from renal_ldm.models.manifest import is_checkpoint, locate_checkpoint
     from renal_ldm.paths import demo_model_dir
 
     if model is not None:
-        return Path(model).expanduser()
+        path, message = locate_checkpoint(model)
+        if message and note is not None:
+            note(message)
+        return path
     demo = demo_model_dir()
     if is_checkpoint(demo):
         return demo
     raise FileNotFoundError(
         f"no --model given and the shipped demo model is missing at {demo}; train one with "
         "`renal-ldm train-vae --data DIR --out VAE` then `renal-ldm train --data DIR --vae VAE --out RUN`, "
-        "and pass --model RUN/model"
+        "and pass --model RUN"
     )

@@ -27,7 +27,7 @@ import numpy as np
 
 from renal_ldm import paths
 from renal_ldm.models.configs import SAMPLING
-from renal_ldm.models.manifest import MANIFEST, is_checkpoint
+from renal_ldm.models.manifest import MANIFEST, RUN_MODEL, is_checkpoint, locate_checkpoint
 from renal_ldm.phantom import generate_phantom
 from renal_ldm.survey_images import DEFAULT_COUNT, DEFAULT_SIZE, normalise_image
 
@@ -69,12 +69,12 @@ def demo_mode(model: str | Path | None = None, phantom_only: bool = False) -> tu
         return PHANTOM_ONLY, None
     if model is not None:
         path = Path(model).expanduser()
-        if not is_checkpoint(path):
+        if not (is_checkpoint(path) or is_checkpoint(path / RUN_MODEL)):
             raise FileNotFoundError(
                 f"model directory {str(path)!r} has no {MANIFEST}; expected a checkpoint "
-                "written by `renal-ldm train` (its model/ folder)"
+                "written by `renal-ldm train` (its run directory or the run's model/ folder)"
             )
-        return MODEL, path
+        return MODEL, locate_checkpoint(path)[0]
     if demo_model_available():
         return MODEL, paths.demo_model_dir()
     return PHANTOM_ONLY, None

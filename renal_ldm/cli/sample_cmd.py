@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     caption = caption_from_args(args.caption, args.levels)
     apply_threads(args.threads)
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_model_dir(args.model, note=lambda message: print(f"note: {message}", file=sys.stderr))
     device = args.device or default_device()
     model = load_model(model_dir, device=device, require_unet=True)
     request = SampleRequest(

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if mode == PHANTOM_ONLY and not args.phantom_only:
         print(
             "note: no --model given and the shipped demo model is not installed (models/demo); creating a "
-            "phantom-only demo (both halves are phantoms). Pass --model RUN/model to sample a checkpoint."
+            "phantom-only demo (both halves are phantoms). Pass --model with a training run or a checkpoint "
+            "directory to sample one."
         )
     init_db()
     bars: dict[str, tqdm] = {}

@@ -38,6 +38,31 @@ def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+RUN_MODEL = "model"
+"""Where `renal-ldm train --out RUN` writes the finished model (RUN/model); RUN/checkpoint/model is the latest
+resumable state of a run still training (raw weights, no EMA)."""
+RUN_CHECKPOINT_MODEL = ("checkpoint", "model")
+
+
+def locate_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """(checkpoint directory, note) for what a user points at: a checkpoint directory as it is, or a training
+    run directory's finished model (RUN/model), else its latest checkpoint while it still trains; the note says
+    which one was taken (None for a checkpoint directory). A path that is neither gets read_manifest's error."""
+    path = Path(path).expanduser()
+    if is_checkpoint(path):
+        return path, None
+    if is_checkpoint(path / RUN_MODEL):
+        return path / RUN_MODEL, f"{path} is a training run: using its finished model {path / RUN_MODEL}"
+    latest = path.joinpath(*RUN_CHECKPOINT_MODEL)
+    if is_checkpoint(latest):
+        return latest, (
+            f"{path} is a training run that has not finished: using its latest checkpoint {latest} "
+            "(raw weights; the EMA weights are written to RUN/model when it finishes)"
+        )
+    read_manifest(path)  # raises the clear error for a missing folder or a folder that is no checkpoint
+    return path, None
+
+
 def manifest_path(model_dir: str | Path) -> Path:
     """Where a checkpoint directory keeps its manifest."""
     return Path(model_dir) / MANIFEST

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from renal_ldm.models.build import build_noise_scheduler, build_unet, uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import LDMTrainSettings, ModelConfig, get_config
+from renal_ldm.models.manifest import RUN_CHECKPOINT_MODEL, RUN_MODEL
 from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
 from renal_ldm.training.common import (
     MetricsLog,
@@ -58,8 +59,8 @@ from renal_ldm.training.common import (
     write_json,
 )
 
-CHECKPOINT = "checkpoint"
-FINAL_MODEL = "model"
+CHECKPOINT = RUN_CHECKPOINT_MODEL[0]
+FINAL_MODEL = RUN_MODEL
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
 TRAINING_STATE = "training_state.pt"
