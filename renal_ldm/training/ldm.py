@@ -302,8 +302,10 @@ def train_ldm(
     checkpoint_dir = run_dir / CHECKPOINT
     recover_dir(checkpoint_dir)
     has_checkpoint = (checkpoint_dir / TRAINING_STATE).is_file()
+    step_done = 0
+    if has_checkpoint:
+        step_done = int(torch.load(checkpoint_dir / TRAINING_STATE, weights_only=True, mmap=True)["step"])
     if has_checkpoint and not resume:
-        step_done = torch.load(checkpoint_dir / TRAINING_STATE, weights_only=True)["step"]
         raise FileExistsError(
             f"{run_dir} already holds a training run (checkpoint at step {step_done}); pass --resume to continue "
             "it, or choose another --out (nothing was changed)"
@@ -377,7 +379,7 @@ def train_ldm(
     vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
     vae_module.register_to_config(scaling_factor=config.autoencoder.scaling_factor)
     latent_cache = LatentCache(vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20)
-    if settings.latent_cache_mb > 0:
+    if settings.latent_cache_mb > 0 and step_done < settings.max_steps:  # a run only finished needs no latents
         t_fill = time.perf_counter()
         filled = latent_cache.prefill(dataset, settings.flip, device=device)
         took = time.perf_counter() - t_fill

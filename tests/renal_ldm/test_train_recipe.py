@@ -146,3 +146,19 @@ def test_the_unet_config_keeps_the_reference_layout_by_default():
     assert UNetConfig().caption_embedding is False
     assert get_config("pathldm").unet.caption_embedding is False
     assert get_config("demo").unet.caption_embedding is True
+
+
+def test_a_finished_run_resumed_at_its_last_step_rewrites_its_model_without_training(vae_dir, tmp_path):
+    """How a long run is stopped early: `train --resume --max-steps S` at its last checkpoint step S writes
+    RUN/model (the EMA weights) straight away, with no step trained and no latent encoded again."""
+    run = tmp_path / "run"
+    settings = _settings(max_steps=4, checkpoint_every=2, ema=True, ema_decay=0.9)
+    train_ldm(TinyTissue(), run, vae=vae_dir, settings=settings, log=lambda m: None)
+    first = load_model(run / "model")
+    logs: list[str] = []
+    result = train_ldm(TinyTissue(), run, settings=settings, resume=True, log=logs.append)
+    assert result.step == 4 and result.losses == []
+    assert not any("latent cache" in line for line in logs)
+    again = load_model(result.model_dir)
+    for a, b in zip(again.unet.parameters(), first.unet.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
