@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.users_cmd",
     "renal_ldm.cli.mix_cmd",
     "renal_ldm.cli.realism_cmd",
+    "renal_ldm.cli.slide_cmd",
 ]
 
 
