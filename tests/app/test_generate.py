@@ -153,3 +153,21 @@ def test_progress_moves_and_cancel_stops_the_run(app, tiny_model, monkeypatch):
     run_until(app, lambda a: a.main.warning)
     assert app.main.warning[0].value.startswith("Cancelled.")
     assert not [b for b in app.button if b.label == "Cancel"]
+
+
+def test_the_guidance_field_starts_at_the_selected_models_recommendation(app, tmp_path, tiny_model_dir):
+    recommending = shutil.copytree(tiny_model_dir, tmp_path / "recommending")
+    manifest = json.loads((recommending / "renal_ldm.json").read_text())
+    manifest["sampling"] = {"guidance": 3.5}
+    (recommending / "renal_ldm.json").write_text(json.dumps(manifest))
+    repo.register_model("plain", tiny_model_dir)
+    repo.register_model("recommending", recommending)
+    open_generate(app)
+    assert app.selectbox(key="gen.model").value == "plain"
+    assert app.number_input(key="gen.guidance").value == 1.5  # no recommendation: the reference's scale
+    app.selectbox(key="gen.model").set_value("recommending").run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert app.number_input(key="gen.guidance").value == 3.5
+    app.number_input(key="gen.guidance").set_value(5.0).run()
+    app.run()
+    assert app.number_input(key="gen.guidance").value == 5.0  # the user's own value stays
