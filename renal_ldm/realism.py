@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from renal_ldm.csv_cells import csv_text
+from renal_ldm.data.layout import IMAGE_SUFFIXES
 from renal_ldm.fsutil import write_file_atomically
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER
 from renal_ldm.survey_images import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
@@ -47,7 +48,6 @@ from renal_ldm.survey_images import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total), the form app/background.py polls; the CLI turns it into tqdm bars."""
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MIN_PER_CLASS = 10
 """Fewest images per set the classifier test accepts: below that the held-out set is a handful of images and
 the interval spans nearly everything."""

@@ -35,11 +35,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as dt
-import json
 import math
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +52,7 @@ from renal_ldm.models.build import uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
 from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING, SAMPLING_PRECISIONS
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
+from renal_ldm.sample_files import MANIFEST_CSV, read_manifest_csv, write_samples
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 from renal_ldm.windows import Blender, Window, grid, taper
 
@@ -64,9 +61,9 @@ DEFAULT_GUIDANCE = SAMPLING.guidance
 DEFAULT_SCHEDULER = SAMPLING.scheduler
 DEFAULT_BATCH_SIZE = SAMPLING.batch_size
 MAX_STEPS = MAX_SAMPLING_STEPS
-MANIFEST_CSV = "manifest.csv"
 
 ProgressCallback = Callable[[int, int], None]
+__all__ = ["MANIFEST_CSV", "SampleRequest", "SampleResult", "Sampler", "read_manifest_csv", "write_samples"]
 
 
 EXACT_BATCH_GRANULE = 4
@@ -530,52 +527,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8 (rounded, clipped)."""
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def write_samples(results: list[SampleResult], out_dir: str | Path) -> list[Path]:
-    """PNG + JSON sidecar per result and rows appended to manifest.csv; existing files are never overwritten."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / MANIFEST_CSV
-    new_manifest = not manifest.exists()
-    next_id = _next_sample_id(out_dir)
-    written: list[Path] = []
-    rows = []
-    for offset, result in enumerate(results):
-        stem = f"sample_{next_id + offset:05d}_seed{result.seed}"
-        png = out_dir / f"{stem}.png"
-        tmp = out_dir / f".{stem}.png.tmp"
-        result.image.save(tmp, format="PNG")
-        os.replace(tmp, png)
-        sidecar = {
-            **result.params,
-            "image": png.name,
-            "index": result.index,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }
-        (out_dir / f"{stem}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-        rows.append({"image": png.name, "caption": result.caption, "seed": result.seed})
-        written.append(png)
-    with manifest.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["image", "caption", "seed"])
-        if new_manifest:
-            writer.writeheader()
-        writer.writerows(rows)
-    return written
-
-
-def _next_sample_id(out_dir: Path) -> int:
-    ids = []
-    for path in out_dir.glob("sample_*.png"):
-        parts = path.stem.split("_")
-        if len(parts) >= 2 and parts[1].isdigit():
-            ids.append(int(parts[1]))
-    return max(ids) + 1 if ids else 0
-
-
-def read_manifest_csv(out_dir: str | Path) -> list[dict[str, str]]:
-    with (Path(out_dir) / MANIFEST_CSV).open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def resolve_model_dir(model: str | Path | None, note: Callable[[str], None] | None = None) -> Path:

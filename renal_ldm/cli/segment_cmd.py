@@ -9,10 +9,10 @@ from pathlib import Path
 
 from renal_ldm.cli._args import apply_threads, positive_int
 from renal_ldm.cli.caption_cmd import add_mask_arguments
+from renal_ldm.data.layout import IMAGE_SUFFIXES
 from renal_ldm.segmentation.config import CLASS_MODES, DEFAULT_TILE, SEGMENTER_CONFIGS, SegmenterTrainSettings
 
 TRAIN = SegmenterTrainSettings()  # the defaults of every option below
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def register(subparsers) -> None:

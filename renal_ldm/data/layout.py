@@ -38,6 +38,9 @@ from renal_ldm.captions import LEVELS, level_for_fraction, mask_fractions, mask_
 from renal_ldm.classes import CAPTIONED_CLASSES, by_id
 from renal_ldm.fsutil import write_file_atomically
 
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+"""Image files the library reads as patches or samples (data sets, folders to segment, stitch or judge)."""
+
 IMAGES_DIR = "images"
 MASKS_DIR = "masks"
 CAPTIONS_FILE = "captions.jsonl"

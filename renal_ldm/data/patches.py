@@ -20,11 +20,18 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset, get_worker_info
 
 from renal_ldm.captions import mask_to_caption
-from renal_ldm.data.layout import CACHE_FILE, CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, image_path, mask_path
+from renal_ldm.data.layout import (
+    CACHE_FILE,
+    CAPTIONS_FILE,
+    IMAGE_SUFFIXES,
+    IMAGES_DIR,
+    MASKS_DIR,
+    image_path,
+    mask_path,
+)
 from renal_ldm.data.masks import load_mask
 from renal_ldm.data.slide_reader import to_rgb
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".gif")
 _RGB_MODES = ("RGB", "RGBA", "P")
 _MEMORY_CACHE: dict[tuple[str, str, str], dict] = {}

@@ -32,7 +32,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from renal_ldm import __version__
+from renal_ldm.data.layout import IMAGE_SUFFIXES
 from renal_ldm.fsutil import write_file_atomically
+from renal_ldm.sample_files import MANIFEST_CSV, read_manifest_csv
 from renal_ldm.slides.pyramid import (
     DEFAULT_COMPRESSION,
     DEFAULT_TILE,
@@ -49,12 +51,6 @@ PROVENANCE_FORMAT = "renal-ldm stitched slide"
 ORDER_MANIFEST = "manifest"
 ORDER_SHUFFLE = "shuffle"
 SLIDE_SUFFIXES = (".tif", ".tiff")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
-"""Patch files of a plain folder: renal_ldm.data.patches.IMAGE_SUFFIXES (a test keeps them equal), repeated
-here because that module imports torch, which a stitch does not need."""
-SAMPLE_MANIFEST = "manifest.csv"
-"""How a `sample` output folder is recognised: renal_ldm.sample.MANIFEST_CSV (a test keeps them equal). Only a
-folder that has one imports renal_ldm.sample (and with it torch, about 6 s and 400 MB) to read it."""
 
 _GRID = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 _SHUFFLE = re.compile(rf"{ORDER_SHUFFLE}:(\d+)")
@@ -120,9 +116,7 @@ def list_samples(folder: str | Path, exclude: Path | None = None) -> tuple[list[
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"samples folder {folder} is not a directory")
-    if (folder / SAMPLE_MANIFEST).is_file():
-        from renal_ldm.sample import MANIFEST_CSV, read_manifest_csv
-
+    if (folder / MANIFEST_CSV).is_file():
         samples = []
         for i, row in enumerate(read_manifest_csv(folder)):
             if not row.get("image"):

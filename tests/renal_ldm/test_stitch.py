@@ -16,11 +16,11 @@ import tifffile
 from PIL import Image
 
 from renal_ldm.cli import main
+from renal_ldm.sample_files import MANIFEST_CSV
 from renal_ldm.slides import pyramid
 from renal_ldm.slides.pyramid import halve, level_sizes, tile_strips, write_pyramid
 from renal_ldm.slides.stitch import (
     PROVENANCE_SUFFIX,
-    SAMPLE_MANIFEST,
     list_samples,
     provenance_path,
     stitch_slide,
@@ -223,7 +223,7 @@ def test_stitch_jpeg_quality_90_reads_back_close(tmp_path):
 def test_sample_folder_in_manifest_order_with_captions_and_seeds(tmp_path):
     patches = [noise_patch(i) for i in range(5)]
     folder = write_sample_folder(tmp_path / "samples", patches)
-    manifest = folder / SAMPLE_MANIFEST
+    manifest = folder / MANIFEST_CSV
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     reordered = rows[::-1]  # the manifest, not file names, decides the order
@@ -234,7 +234,7 @@ def test_sample_folder_in_manifest_order_with_captions_and_seeds(tmp_path):
 
     out = tmp_path / "slide.tif"
     result = stitch_slide(folder, out, (2, 2), compression="deflate", tile=TILE, workers=1)
-    assert (result.used, result.available, result.source_order) == (4, 5, SAMPLE_MANIFEST)
+    assert (result.used, result.available, result.source_order) == (4, 5, MANIFEST_CSV)
     record = json.loads(provenance_path(out).read_text())
     assert provenance_path(out) == out.with_name("slide.tif" + PROVENANCE_SUFFIX)
     assert [c["file"] for c in record["cells"]] == [r["image"] for r in reordered[:4]]
@@ -317,13 +317,7 @@ def test_the_output_slide_is_not_a_sample_of_its_own_folder(tmp_path):
     stitch_slide(folder, out, "2x2", overwrite=True, compression="deflate", tile=TILE, workers=1)
 
 
-def test_facts_shared_with_torch_modules_stay_equal():
-    from renal_ldm.data.patches import IMAGE_SUFFIXES
-    from renal_ldm.sample import MANIFEST_CSV
-    from renal_ldm.slides import stitch
-
-    assert stitch.IMAGE_SUFFIXES == IMAGE_SUFFIXES
-    assert stitch.SAMPLE_MANIFEST == MANIFEST_CSV
+def test_tiles_are_multiples_of_16():
     assert pyramid.TILE_GRANULE == 16
 
 
