@@ -39,6 +39,7 @@ from renal_ldm.models.ldm_format import (
     LDMFormatError,
     check_ldm_expressible,
     ldm_yaml,
+    load_source,
     schedule_buffers,
     unet_pairs,
     vae_pairs,
@@ -138,7 +139,8 @@ def _clip_text_weights(folder: Path) -> dict[str, torch.Tensor]:
 
         weights = load_file(str(safetensors))
     elif binary.is_file():
-        weights = torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+        source = load_source(binary)  # weights_only, mmap where the format allows
+        weights = {key: source.take(key) for key in source.keys()}
     else:
         raise FileNotFoundError(f"PLIP directory {folder} lacks model.safetensors (or pytorch_model.bin)")
     out = {}

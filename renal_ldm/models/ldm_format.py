@@ -460,13 +460,17 @@ def spec_from_yaml(data: dict[str, Any], *, name: str = "imported") -> LDMSpec:
 
 
 def autoencoder_from_yaml(data: dict[str, Any]) -> tuple[AutoencoderConfig, int, float | None]:
-    """The first stage of a YAML: a full LDM config (its first_stage_config), an autoencoder training config
-    (model.target VQModel) or a bare first_stage_config. Returns (config, image size, LDM scale_factor or None)."""
+    """The first stage of a YAML: a full LDM config (its first_stage_config; the rest is not read, so a UNet option
+    renal-ldm lacks does not block the autoencoder) or an autoencoder training config (model.target VQModel).
+    Returns (config, image size, the LDM's scale_factor or None)."""
     model = _model_section(data, "config")
     params = model.get("params") or {}
     if isinstance(params, dict) and "first_stage_config" in params:
-        spec = spec_from_yaml(data)
-        return spec.config.autoencoder, spec.config.image_size, spec.config.autoencoder.scaling_factor
+        autoencoder, resolution, _ = _autoencoder_from(params["first_stage_config"], "first_stage_config")
+        ldm = _Options(params, "model.params")
+        latent = ldm.number("image_size", 0, int)
+        size = latent * autoencoder.downsampling_factor if latent else resolution
+        return autoencoder, size, ldm.number(SCALE_FACTOR_KEY, 1.0)
     autoencoder, resolution, _ = _autoencoder_from(model, "model")
     return autoencoder, resolution, None
 

@@ -252,6 +252,7 @@ def import_ldm(
     report.parameters = {name: count_parameters(m) for name, m in modules.items()}
     if text.writes:
         report.converted["text_encoder"] = len(text.names) - text.position_ids
+        report.parameters["text_encoder"] = text.parameters
     report.skipped = {reason: len(names) for reason, names in plan.skipped.items()}
     if schedule:
         report.skipped["noise-schedule buffers, checked against the YAML"] = len(schedule)
@@ -287,6 +288,7 @@ class _TextPlan:
     spec: str | None = None  # the manifest's text encoder, unless the checkpoint's CLIP weights are written
     names: list[str] = field(default_factory=list)  # source names the CLIP directory takes
     position_ids: int = 0  # of those, the old persistent position_ids buffer (checked, not stored)
+    parameters: int = 0
     clip_config: Any = None
     tokenizer_dir: Path | None = None
     leave_aside: str | None = None  # reason for cond_stage_model.* tensors that are not used
@@ -385,6 +387,7 @@ class _TextPlan:
             raise LDMFormatError(f"{source.path}: text encoder: " + " | ".join(problems[:MAX_NAMED]))
         model.load_state_dict(state, strict=True, assign=True)
         _restore_position_ids(model)
+        self.parameters = count_parameters(model)
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.text.", dir=out.parent))
         try:

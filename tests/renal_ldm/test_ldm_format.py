@@ -450,14 +450,42 @@ def test_import_vae_from_a_first_stage_checkpoint_with_its_training_losses(expor
         import_vae(save_state(stage, tmp_path / "vq2.ckpt"), tmp_path / "vq.yaml", tmp_path / "vae2")
 
 
+def test_an_imported_first_stage_trains_an_ldm(exported, tmp_path):
+    """`renal-ldm train --vae DIR` takes what import-vae writes (here through train_ldm, with a small UNet)."""
+    from renal_ldm.models.configs import LDMTrainSettings
+    from renal_ldm.training import train_ldm
+
+    import_vae(exported[0], None, tmp_path / "vae")
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    data = [{"image": image, "caption": CAPTION, "name": f"p{i}"} for i, image in enumerate(images)]
+    settings = LDMTrainSettings(max_steps=1, batch_size=2, checkpoint_every=0, warmup_steps=1, progress=False)
+    result = train_ldm(
+        data,
+        tmp_path / "run",
+        vae=tmp_path / "vae",
+        config=LDM_TINY,
+        text_encoder="minilm",
+        settings=settings,
+        log=lambda m: None,
+    )
+    trained = load_model(result.model_dir)
+    assert same_weights(trained.vae, load_model(tmp_path / "vae", require_unet=False).vae)
+
+
 # The command line ----------------------------------------------------------------------------------------------
 
 
-def test_the_commands_report_and_fail_with_one_line(exported, plip_model, tmp_path, capsys):
+def test_the_commands_report_and_fail_with_one_line(exported, plip_dir, tmp_path, capsys):
     ckpt, config = exported
-    assert main(["import-ldm", "--ckpt", str(ckpt), "--config", str(config), "--out", str(tmp_path / "m")]) == 0
+    data = yaml.safe_load(config.read_text())
+    data["model"]["params"]["cond_stage_config"]["params"]["version"] = "vinid/plip"  # the tokenizer: --text-encoder
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(data))
+    args = ["import-ldm", "--ckpt", str(ckpt), "--config", str(tmp_path / "hub.yaml"), "--out", str(tmp_path / "m")]
+    assert main([*args, "--text-encoder", f"plip:{plip_dir}"]) == 0
     out = capsys.readouterr().out
     assert f"wrote ldm checkpoint {tmp_path / 'm'}" in out and "unet: 208 tensors" in out
+    assert "text_encoder: 36 tensors" in out and "tokenizer" not in out  # weights: the ckpt's; tokenizer: plip_dir
+    assert (tmp_path / "m" / TEXT_DIR / "merges.txt").is_file()
     args = ["export-ldm", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "e.ckpt")]
     assert main([*args, "--config", str(tmp_path / "e.yaml")]) == 0
     assert main(["import-vae", "--ckpt", str(tmp_path / "e.ckpt"), "--out", str(tmp_path / "v")]) == 0
