@@ -64,7 +64,6 @@ RENAL_TEXT_TARGET = "renal_ldm.text.get_text_encoder"
 """cond_stage_config target that export writes for a text encoder the original code does not have (MiniLM): it
 carries the renal-ldm spec back through a round trip; the original code needs an encoder of its own for it."""
 
-CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 INERT_GLOBAL_PREFIXES = (
     "pytorch_lightning.",
@@ -137,9 +136,6 @@ class SourceTensors:
         self.shapes.pop(key)
         self.dtypes.pop(key)
         return self._take(key)
-
-    def numel(self, key: str) -> int:
-        return int(np.prod(self.shapes[key], dtype=np.int64))
 
 
 def load_source(path: str | Path) -> SourceTensors:
@@ -369,10 +365,6 @@ class TextStage:
     max_length: int | None = None
     spec: str | None = None  # RENAL_TEXT_TARGET's renal-ldm text encoder spec
 
-    @property
-    def is_clip(self) -> bool:
-        return self.target.endswith("FrozenCLIPEmbedder")
-
 
 @dataclass(frozen=True)
 class LDMSpec:
@@ -381,7 +373,6 @@ class LDMSpec:
     config: ModelConfig
     context_dim: int
     text: TextStage | None
-    scale_by_std: bool = False
     v_posterior: float = 0.0
     cosine_s: float = COSINE_S
     training_only: tuple[str, ...] = ()  # options read and left aside: they shape training, not the modules
@@ -409,6 +400,7 @@ TRAINING_ONLY_MODEL_OPTIONS = (
     "use_positional_encodings",
     "base_learning_rate",
     "unconditional_prob_cfg",
+    "scale_by_std",  # the scale factor it measured is the checkpoint's scale_factor buffer, which import reads
 )
 
 
@@ -443,7 +435,6 @@ def spec_from_yaml(data: dict[str, Any], *, name: str = "imported") -> LDMSpec:
         )
     latent = params.number("image_size", latent_size or 0, int) or (ae_resolution // autoencoder.downsampling_factor)
     scale = params.number(SCALE_FACTOR_KEY, 1.0)
-    scale_by_std = bool(params.get("scale_by_std", False))
     autoencoder = dataclasses.replace(autoencoder, scaling_factor=scale)
     config = ModelConfig(
         name=name,
@@ -454,9 +445,7 @@ def spec_from_yaml(data: dict[str, Any], *, name: str = "imported") -> LDMSpec:
     )
     _check_size(config)
     not_read = tuple(f"model.params.{n}" for n in params.unknown())
-    return LDMSpec(
-        config, context_dim, text, scale_by_std, v_posterior, cosine_s, tuple(ignored + ae_ignored), not_read
-    )
+    return LDMSpec(config, context_dim, text, v_posterior, cosine_s, tuple(ignored + ae_ignored), not_read)
 
 
 def autoencoder_from_yaml(data: dict[str, Any]) -> tuple[AutoencoderConfig, int, float | None]:
