@@ -421,6 +421,31 @@ def test_every_shipped_architecture_has_a_complete_name_map(name):
     assert squeezed == (expected if config.autoencoder.mid_block_add_attention else set())
 
 
+@pytest.mark.parametrize(
+    ("schedule", "prediction"),
+    [("scaled_linear", "epsilon"), ("linear", "sample"), ("squaredcos_cap_v2", "v_prediction")],
+)
+def test_each_mapped_schedule_is_the_same_betas_on_both_sides(schedule, prediction, tmp_path):
+    """LDM's make_beta_schedule (ldm_betas) and diffusers' DDPMScheduler agree for every mapped schedule, and the
+    schedule and parameterization survive a round trip."""
+    from diffusers import DDPMScheduler
+
+    from renal_ldm.models.ldm_format import ldm_betas
+
+    noise = dataclasses.replace(LDM_TINY.noise, beta_schedule=schedule, prediction_type=prediction)
+    diffusers_betas = DDPMScheduler(
+        num_train_timesteps=noise.num_train_timesteps,
+        beta_start=noise.beta_start,
+        beta_end=noise.beta_end,
+        beta_schedule=schedule,
+    ).betas
+    np.testing.assert_allclose(ldm_betas(noise), diffusers_betas.double().numpy(), rtol=1e-5, atol=1e-7)
+    config = dataclasses.replace(LDM_TINY, noise=noise)
+    export_ldm(build_model("minilm", 384, config), tmp_path / "s.ckpt", tmp_path / "s.yaml")
+    import_ldm(tmp_path / "s.ckpt", tmp_path / "s.yaml", tmp_path / "back")
+    assert load_model(tmp_path / "back").config.noise == noise
+
+
 # import-vae ----------------------------------------------------------------------------------------------------
 
 
