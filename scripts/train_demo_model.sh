@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/demo}
 RL=${RL:-.venv/bin/renal-ldm}
 VAE_STEPS=${VAE_STEPS:-400}
-LDM_STEPS=${LDM_STEPS:-8000}
+LDM_STEPS=${LDM_STEPS:-4500}
 # bf16 autocast where the CPU (avx512_bf16 / AMX) or a GPU runs it natively; fp32 elsewhere.
 PRECISION=${PRECISION:-$(.venv/bin/python -c 'import torch
 from renal_ldm.training.common import cpu_has_native_bf16
@@ -24,10 +24,10 @@ mkdir -p "$WORK"
 
 # 3. The latent diffusion model, from scratch: latents scaled to unit variance, min-SNR-5 loss weighting, a pooled
 #    caption embedding beside cross-attention (config demo), lr 3e-4 after 500 warm-up steps, EMA 0.999, every
-#    latent encoded once up front (no flips, so one latent per patch), bf16 autocast; guidance 3 recommended.
+#    latent encoded once up front (no flips, so one latent per patch), bf16 autocast; guidance 7 recommended.
 $RL train --data "$WORK/data" --config demo --vae "$WORK/vae" --out "$WORK/ldm" --max-steps "$LDM_STEPS" \
   --batch-size 16 --lr 3e-4 --warmup-steps 500 --checkpoint-every 500 --ema --ema-decay 0.999 \
-  --snr-gamma 5 --scale-latents --no-flip --guidance 3 --mixed-precision "$PRECISION" --no-progress \
+  --snr-gamma 5 --scale-latents --no-flip --guidance 7 --mixed-precision "$PRECISION" --no-progress \
   $( [ -d "$WORK/ldm" ] && echo --resume )
 
 echo "demo model trained: $WORK/ldm/model (copy it to models/demo)"
