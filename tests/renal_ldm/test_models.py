@@ -10,7 +10,13 @@ import torch
 from accelerate import init_empty_weights
 from tiny_models import build_tiny_model
 
-from renal_ldm.models.build import build_noise_scheduler, build_sampling_scheduler, build_unet, build_vae
+from renal_ldm.models.build import (
+    build_noise_scheduler,
+    build_sampling_scheduler,
+    build_unet,
+    build_vae,
+    uses_caption_embedding,
+)
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import MODEL_CONFIGS, ModelConfig, get_config
 
@@ -38,9 +44,17 @@ def test_named_configs_build_with_the_reference_structure(name):
         latent = vae.encode(image).latents
         assert tuple(latent.shape) == (1, 3, config.latent_size, config.latent_size)
         eps = unet(
-            latent, torch.tensor(10, device="meta"), encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")
+            latent,
+            torch.tensor(10, device="meta"),
+            encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta"),
+            class_labels=_pooled(unet),
         ).sample
         assert eps.shape == latent.shape
+
+
+def _pooled(unet):
+    """The pooled caption a UNet with a caption-embedding path (config demo) also takes; None for the others."""
+    return torch.empty(1, CONTEXT, device="meta") if uses_caption_embedding(unet) else None
 
 
 @pytest.mark.parametrize("name,multiple", [("tiny", 8), ("demo", 32), ("pathldm", 32)])
@@ -55,7 +69,10 @@ def test_size_multiple_is_the_smallest_side_that_reaches_the_unets_coarsest_leve
     with torch.no_grad():
         latent = vae.encode(torch.empty(1, 3, multiple, multiple, device="meta")).latents
         eps = unet(
-            latent, torch.tensor(10, device="meta"), encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta")
+            latent,
+            torch.tensor(10, device="meta"),
+            encoder_hidden_states=torch.empty(1, 7, CONTEXT, device="meta"),
+            class_labels=_pooled(unet),
         ).sample
     assert coarsest == [(1, 1)] and eps.shape == latent.shape
 
