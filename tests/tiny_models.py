@@ -99,3 +99,33 @@ def build_tiny_autoencoder_checkpoint(path: str | Path, *, seed: int = 0) -> Pat
     torch.manual_seed(seed)
     config = get_config(TINY_CONFIG)
     return save_model(Path(path), LatentDiffusionModel(config=config, vae=build_vae(config)))
+
+
+def write_tiny_plip(folder) -> None:
+    """A 32-wide CLIP text model with a byte-level tokenizer (one token per character), laid out like vinid/plip."""
+    import json
+
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = [chr(b) for b in bs] + [chr(256 + n) for n in range(256 - len(bs))]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    torch.manual_seed(0)
+    CLIPTextModel(config).save_pretrained(folder)

@@ -10,7 +10,6 @@ scratch check; the original code is not a dependency of this repository).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import types
 
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_models import _spread
+from tiny_models import _spread, write_tiny_plip
 
 from renal_ldm.cli import main
 from renal_ldm.models.build import build_noise_scheduler, build_unet, build_vae
@@ -77,33 +76,6 @@ def build_model(text_encoder: str, context_dim: int, config: ModelConfig = LDM_T
         text_encoder=text_encoder,
         context_dim=context_dim,
     )
-
-
-def write_tiny_plip(folder) -> None:
-    """A 32-wide CLIP text model with a byte-level tokenizer (one token per character), laid out like vinid/plip."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = [chr(b) for b in bs] + [chr(256 + n) for n in range(256 - len(bs))]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    )
-    torch.manual_seed(0)
-    CLIPTextModel(config).save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from tiny_models import write_tiny_plip
 
 from renal_ldm.captions import GENERATING_CAPTION
 from renal_ldm.text import (
@@ -50,45 +49,11 @@ def test_minilm_cache_hit_skips_the_model(minilm, monkeypatch):
     assert torch.equal(first[0], second[0])
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP byte-level alphabet: every byte maps to a printable unicode character."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
-
-
 @pytest.fixture(scope="module")
 def tiny_plip(tmp_path_factory):
     """A CLIP tokenizer with a byte-level vocabulary (no merges: one token per character) and a 32-d model."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     folder = tmp_path_factory.mktemp("plip")
-    chars = list(_bytes_to_unicode().values())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    config = CLIPTextConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    )
-    torch.manual_seed(0)
-    CLIPTextModel(config).save_pretrained(folder)
+    write_tiny_plip(folder)
     return folder
 
 
