@@ -40,3 +40,18 @@ def page(browser, request) -> Iterator:
     except Exception:  # the page may already be gone after a failure; the artifact is a courtesy
         pass
     context.close()
+
+
+@pytest.fixture(scope="module")
+def demo_model_server(tmp_path_factory):
+    """An app server on its embedded defaults (the shipped demo model); skipped where the model is absent."""
+    from helpers import start_app_server, stop_app_server
+
+    from renal_ldm.models.manifest import is_checkpoint
+    from renal_ldm.paths import demo_model_dir
+
+    if not is_checkpoint(demo_model_dir()):
+        pytest.skip(f"the shipped demo model is not at {demo_model_dir()}")
+    server = start_app_server(tmp_path_factory.mktemp("demo_home"))
+    yield server
+    stop_app_server(server)

@@ -14,12 +14,11 @@ import re
 
 import numpy as np
 import pytest
-from helpers import screenshot, start_app_server, stop_app_server, wait_for_app
+from helpers import screenshot, wait_for_app
 from playwright.sync_api import expect
 
 from renal_ldm.classes import by_name
-from renal_ldm.models.manifest import is_checkpoint
-from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
+from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +30,8 @@ FOUND = 0.1  # glomerulus pixel share above which an image counts as showing glo
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not is_checkpoint(demo_model_dir()):
-        pytest.skip(f"the shipped demo model is not at {demo_model_dir()}")
-    server = start_app_server(tmp_path_factory.mktemp("caption_home"))
-    yield server
-    stop_app_server(server)
+def server(demo_model_server):
+    return demo_model_server
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers import screenshot, start_app_server, stop_app_server, wait_for_app
+from helpers import screenshot, wait_for_app
 from PIL import Image
-
-from renal_ldm.models.manifest import is_checkpoint
-from renal_ldm.paths import demo_model_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -26,12 +23,8 @@ FIRST_IMAGE_JS = """() => {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not is_checkpoint(demo_model_dir()):
-        pytest.skip(f"the shipped demo model is not at {demo_model_dir()}")
-    server = start_app_server(tmp_path_factory.mktemp("demo_home"))
-    yield server
-    stop_app_server(server)
+def server(demo_model_server):
+    return demo_model_server
 
 
 def tissue_like(rgb: np.ndarray) -> tuple[bool, str]:
