@@ -50,6 +50,7 @@ MODEL_KINDS = ("demo", "user")
 ACCOUNT_ROLES = ("researcher", "annotator")
 EVALUATION_KINDS = ("captions", "realism", "mix")
 EVALUATION_STATES = ("running", "done", "failed")
+SLIDE_KINDS = ("stitched", "generated", "registered")
 
 PATH_LEN = 500
 NAME_LEN = 200
@@ -234,12 +235,18 @@ class Answer(Base):
 
 
 class Slide(Base):
-    """A stitched synthetic whole slide (pyramidal TIFF under the data directory) annotators paint on."""
+    """A whole-slide image the Slides page shows and annotators paint on: stitched from samples or generated
+    here (a pyramidal TIFF under the data directory), or registered from a path on the server. `path` is the
+    file's absolute path; size, levels and mpp are what OpenSlide read when the row was made, `provenance` the
+    JSON sidecar the writer put beside the file (renal_ldm.slides.stitch.provenance_path), when there is one."""
 
     __tablename__ = "slides"
     __table_args__ = (
         CheckConstraint("width > 0 AND height > 0", name="size_positive"),
         CheckConstraint("patch_size > 0", name="patch_size_positive"),
+        CheckConstraint("levels > 0", name="levels_positive"),
+        CheckConstraint("mpp IS NULL OR mpp > 0", name="mpp_positive"),
+        CheckConstraint(_in("kind", SLIDE_KINDS), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -247,9 +254,14 @@ class Slide(Base):
     path: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    patch_size: Mapped[int] = mapped_column(Integer)
+    levels: Mapped[int] = mapped_column(Integer, server_default="1")
+    mpp: Mapped[float | None] = mapped_column(Float)  # openslide.mpp-x; None when the file records none
+    kind: Mapped[str] = mapped_column(String(16), server_default="stitched")
+    patch_size: Mapped[int | None] = mapped_column(Integer)  # the side of a stitched slide's square patches
     caption: Mapped[str | None] = mapped_column(Text)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LEN))
 
 
 class SlideAnnotation(Base):

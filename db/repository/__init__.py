@@ -69,6 +69,7 @@ from db.repository.samples import (
     list_samples,
     sample_model_names,
 )
+from db.repository.slides import Slide, add_slide, delete_slide, find_slide_by_path, get_slide, list_slides
 from db.repository.surveys import (
     AnswerRecord,
     ImportSummary,
