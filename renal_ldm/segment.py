@@ -12,6 +12,14 @@ segmented (the reference, padding 86 px, left a 6 px border unsegmented). Large 
 tiles of about `tile` px whose starts are multiples of 2**depth (the pooling grid), so a tiled result is the
 untiled one and memory is bounded by the tile.
 
+Resolution. A config with `downsample` f > 1 runs the network at 1/f of the image's resolution: the image is
+shrunk by area averaging (the mean of each f x f block, mirrored at the bottom/right up to a multiple of f), the
+network segments that whole (as above, in network pixels), and its logits are upsampled bilinearly (half-pixel
+centres, as F.interpolate with align_corners=False) back to the image's size before the threshold or argmax, in
+windows with a one-pixel margin so the windowed result is the one-pass one. Validation measures Dice this way, at
+full resolution against the full-resolution masks; training crops come from images and masks shrunk once (masks
+by the most frequent label of each block).
+
 Classes. "all": eight outputs (label ids 0..7 of renal_ldm.classes), softmax, cross-entropy + soft Dice.
 "glomeruli": one logit for Glomeruli (label 4) against everything else, binary cross-entropy + Dice; its
 masks hold 4 = Glomeruli and 6 = other kidney tissue, so `renal-ldm caption --mask` reads them directly.
@@ -147,6 +155,48 @@ def mirror_window(array: np.ndarray, top: int, left: int, height: int, width: in
     rows = mirror_index(top, top + height, array.shape[0])
     cols = mirror_index(left, left + width, array.shape[1])
     return array[rows[:, None], cols[None, :]]
+
+
+# ------------------------------------------------------------------------------------------------ resolution
+
+
+def _block_view(array: np.ndarray, factor: int) -> np.ndarray:
+    """(h, f, w, f, ...) blocks of `array` mirrored at the bottom/right up to a multiple of f."""
+    height, width = array.shape[:2]
+    h, w = -(-height // factor), -(-width // factor)
+    padded = mirror_window(array, 0, 0, h * factor, w * factor)
+    return padded.reshape(h, factor, w, factor, *array.shape[2:])
+
+
+def downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """HxWx3 uint8 -> ceil(H/f) x ceil(W/f) x 3 uint8, the rounded mean of every f x f block (area averaging)."""
+    if factor == 1:
+        return image
+    blocks = _block_view(image, factor).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """HxW label mask -> ceil(H/f) x ceil(W/f): the most frequent label of every f x f block (ties: the lowest)."""
+    if factor == 1:
+        return mask
+    blocks = _block_view(mask, factor)
+    labels = np.unique(mask)
+    counts = np.stack([(blocks == label).sum(axis=(1, 3)) for label in labels])
+    return labels[counts.argmax(axis=0)].astype(mask.dtype)
+
+
+def upsample_window(low: torch.Tensor, factor: int, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+    """Rows y0:y1, columns x0:x1 of F.interpolate(low, scale_factor=factor, mode="bilinear"), low (C, h, w).
+
+    Only the low-resolution pixels the window needs (plus one on each side) are interpolated; the margin keeps
+    the edge clamping of a slice away from the window, so windows agree exactly with the whole upsampled map.
+    """
+    h, w = low.shape[-2:]
+    top, bottom = max(y0 // factor - 1, 0), min((y1 - 1) // factor + 2, h)
+    left, right = max(x0 // factor - 1, 0), min((x1 - 1) // factor + 2, w)
+    part = F.interpolate(low[None, :, top:bottom, left:right], scale_factor=factor, mode="bilinear")[0]
+    return part[:, y0 - top * factor : y1 - top * factor, x0 - left * factor : x1 - left * factor]
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -288,29 +338,56 @@ class Segmenter:
 
     def _predict(self, image: np.ndarray, tile: int, convert: Callable, channels: int | None = None) -> np.ndarray:
         height, width = image.shape[:2]
-        pad = self.config.padding_per_side
         shape = (height, width) if channels is None else (channels, height, width)
         out = np.zeros(shape, np.uint8 if channels is None else np.float32)
         was_training = self.net.training
         self.net.eval()
         try:
-            for (y0, th), (x0, tw) in _tile_grid(self.config, height, width, tile):
-                window = mirror_window(image, y0 - pad, x0 - pad, th + 2 * pad, tw + 2 * pad)
-                result = convert(self.net(self._tensor(window)))
+            for y0, x0, logits in self.logit_blocks(image, tile):
+                result = convert(logits[None])
                 result = result[0] if channels is None else result
-                h, w = min(th, height - y0), min(tw, width - x0)
-                out[..., y0 : y0 + h, x0 : x0 + w] = result[..., :h, :w].cpu().numpy()
+                out[..., y0 : y0 + logits.shape[-2], x0 : x0 + logits.shape[-1]] = result.cpu().numpy()
         finally:
             self.net.train(was_training)
         return out
+
+    def logit_blocks(self, image: np.ndarray, tile: int = DEFAULT_TILE):
+        """(top, left, logits (C, h, w)) blocks that cover the image at its own resolution, each inside it.
+
+        The network's tiles of about `tile` network px; with `downsample` f > 1, the logits of the shrunk image
+        upsampled in windows of about f * tile image px (see the module doc). Call in eval mode, without grad.
+        """
+        factor = self.config.downsample
+        if factor == 1:
+            yield from self._network_blocks(image, tile)
+            return
+        small = downsample_image(image, factor)
+        low = torch.zeros((self.config.num_outputs, *small.shape[:2]), device=self.device)
+        for y0, x0, logits in self._network_blocks(small, tile):
+            low[:, y0 : y0 + logits.shape[-2], x0 : x0 + logits.shape[-1]] = logits
+        height, width = image.shape[:2]
+        step = factor * max(int(tile), 1)
+        for y0 in range(0, height, step):
+            for x0 in range(0, width, step):
+                y1, x1 = min(y0 + step, height), min(x0 + step, width)
+                yield y0, x0, upsample_window(low, factor, y0, y1, x0, x1)
+
+    def _network_blocks(self, image: np.ndarray, tile: int):
+        """The network's output tiles over `image` (at the network's resolution), cropped to it."""
+        height, width = image.shape[:2]
+        pad = self.config.padding_per_side
+        for (y0, th), (x0, tw) in _tile_grid(self.config, height, width, tile):
+            window = mirror_window(image, y0 - pad, x0 - pad, th + 2 * pad, tw + 2 * pad)
+            logits = self.net(self._tensor(window))[0]
+            yield y0, x0, logits[:, : min(th, height - y0), : min(tw, width - x0)]
 
     @torch.no_grad()
     def features(self, images: Sequence[np.ndarray], *, batch_size: int = 8) -> np.ndarray:
         """(N, feature_dim) float32: the deepest encoder features, globally average-pooled, of same-size images.
 
-        Each image is mirror-padded as for `predict`, so the features see the whole image.
+        Each image is shrunk (`downsample`) and mirror-padded as for `predict`, so the features see the whole image.
         """
-        images = [_check_image(im) for im in images]
+        images = [downsample_image(_check_image(im), self.config.downsample) for im in images]
         if not images:
             return np.zeros((0, self.feature_dim), np.float32)
         sizes = {im.shape for im in images}
@@ -451,10 +528,11 @@ class SegmenterTrainResult:
 
 
 class _Examples:
-    """Training items as uint8 (image HxWx3, mask HxW), decoded once while they fit in `cache_mb`."""
+    """Training items as uint8 (image HxWx3, mask HxW), shrunk by `downsample`, decoded once while they fit in
+    `cache_mb`."""
 
-    def __init__(self, dataset: Dataset, cache_mb: int) -> None:
-        self.dataset, self.budget = dataset, cache_mb * 2**20
+    def __init__(self, dataset: Dataset, cache_mb: int, downsample: int = 1) -> None:
+        self.dataset, self.budget, self.downsample = dataset, cache_mb * 2**20, downsample
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.used = 0
 
@@ -477,6 +555,7 @@ class _Examples:
         mask = torch.as_tensor(item["mask"]).numpy().astype(np.uint8)
         if mask.shape != rgb.shape[:2]:
             raise ValueError(f"mask {mask.shape} and image {rgb.shape[:2]} of item {index} differ in size")
+        rgb, mask = downsample_image(rgb, self.downsample), downsample_mask(mask, self.downsample)
         size = rgb.nbytes + mask.nbytes
         if self.used + size <= self.budget:
             self.cache[index] = (rgb, mask)
@@ -484,7 +563,10 @@ class _Examples:
         return rgb, mask
 
 
-def _random_crop(image, mask, config: SegmenterConfig, out_size: int, gen: torch.Generator, flips: bool):
+def _random_crop(
+    image, mask, config: SegmenterConfig, out_size: int, gen: torch.Generator, flips: bool, rotations: bool = False
+):
+    """A random output-size crop of the mask and its mirror-padded window of the image, flipped and rotated alike."""
     pad = config.padding_per_side
     height, width = mask.shape
     top = int(torch.randint(0, max(height - out_size, 0) + 1, (1,), generator=gen))
@@ -498,7 +580,34 @@ def _random_crop(image, mask, config: SegmenterConfig, out_size: int, gen: torch
             window, target = window[:, ::-1], target[:, ::-1]
         if vertical:
             window, target = window[::-1], target[::-1]
+    if rotations:  # square crops, so a quarter turn keeps the target at the centre of the window
+        turns = int(torch.randint(0, 4, (1,), generator=gen))
+        window, target = np.rot90(window, turns), np.rot90(target, turns)
     return np.ascontiguousarray(window), np.ascontiguousarray(target)
+
+
+def stain_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """A batch (N, 3, H, W) in [-1, 1] with each image's contrast and per-channel intensity scaled by 1 + U(-s, s)
+    and its brightness shifted by U(-s, s) / 2 of the range, clipped to [-1, 1] (mild stain and scanner change)."""
+    if strength <= 0:
+        return x
+    n = x.shape[0]
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=gen) * 2 - 1) * strength
+
+    contrast, channel, brightness = 1 + uniform(n, 1, 1, 1), 1 + uniform(n, 3, 1, 1), uniform(n, 1, 1, 1)
+    unit = (x + 1) / 2
+    mean = unit.mean(dim=(1, 2, 3), keepdim=True)
+    unit = (unit - mean) * contrast + mean
+    return ((unit * channel + brightness / 2).clamp(0, 1) * 2 - 1).contiguous()
+
+
+def learning_rate(settings: SegmenterTrainSettings, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step `step` (0-based) of `total_steps`: constant, or a cosine from lr to 0."""
+    if settings.lr_schedule == "cosine":
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    return settings.lr
 
 
 def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -506,23 +615,18 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def _evaluate(segmenter: Segmenter, val: _Examples, tile: int) -> tuple[float, DiceCounter]:
-    """Validation loss (mean over patches) and Dice counts, each patch segmented whole (mirror padding)."""
+    """Validation loss (mean over patches) and Dice counts, each patch segmented whole as `predict` does it (mirror
+    padding; with `downsample`, shrunk and its logits upsampled) against its full-resolution mask."""
     config = segmenter.config
     counter = DiceCounter(config.classes)
-    pad = config.padding_per_side
     losses = []
-    net = segmenter.net
-    net.eval()
+    segmenter.net.eval()
     with torch.no_grad():
         for i in range(len(val)):
             image, mask = val[i]
-            height, width = mask.shape
-            logits_full = torch.zeros((config.num_outputs, height, width))
-            for (y0, th), (x0, tw) in _tile_grid(config, height, width, tile):
-                window = mirror_window(image, y0 - pad, x0 - pad, th + 2 * pad, tw + 2 * pad)
-                logits = net(segmenter._tensor(window))[0].cpu()
-                h, w = min(th, height - y0), min(tw, width - x0)
-                logits_full[:, y0 : y0 + h, x0 : x0 + w] = logits[:, :h, :w]
+            logits_full = torch.zeros((config.num_outputs, *mask.shape))
+            for y0, x0, logits in segmenter.logit_blocks(image, tile):
+                logits_full[:, y0 : y0 + logits.shape[-2], x0 : x0 + logits.shape[-1]] = logits.cpu()
             target = torch.from_numpy(mask.astype(np.int64))
             losses.append(float(segmentation_loss(logits_full[None], target[None], config.classes)))
             counter.add(_labels_from_logits(logits_full[None], config.classes)[0].numpy(), mask)
@@ -612,7 +716,9 @@ def train_segmenter(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     crop = config.valid_output_size(settings.crop)
-    train, val = _Examples(train_set, settings.cache_mb), _Examples(val_set, settings.cache_mb)
+    # training crops at the network's resolution; validation at the images' own, as `predict` sees them
+    train = _Examples(train_set, settings.cache_mb, config.downsample)
+    val = _Examples(val_set, settings.cache_mb)
     torch.manual_seed(settings.seed)
     net = ValidUNet(config)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -621,7 +727,7 @@ def train_segmenter(
     best: dict[str, Any] = {"epoch": 0, "score": math.inf, "since": 0}
     if settings.resume:
         saved = torch.load(state_file, map_location="cpu", weights_only=False)
-        if saved["config"] != config.to_dict():
+        if SegmenterConfig.from_dict(saved["config"]) != config:
             raise ValueError(
                 f"{out_dir} was trained with config {saved['config']}; resume it with the same config, not "
                 f"{config.to_dict()}"
@@ -641,6 +747,8 @@ def train_segmenter(
 
     stopped_early = best["since"] >= settings.patience
     start = len(history) + 1
+    steps_per_epoch = len(_batches(len(train) * settings.crops_per_image, settings.batch_size))
+    total_steps = steps_per_epoch * settings.epochs
     if settings.resume and (stopped_early or start > settings.epochs):
         why = "it stopped early" if stopped_early else f"it has run {len(history)} of {settings.epochs} epochs"
         log(f"train-segmenter: nothing left to train in {out_dir} ({why}); ask for more epochs to continue")
@@ -658,10 +766,15 @@ def train_segmenter(
             net.train()
             order = torch.randperm(len(train), generator=gen).repeat(settings.crops_per_image).tolist()
             losses = []
-            for lo, hi in _batches(len(order), settings.batch_size):
-                crops = [_random_crop(*train[i], config, crop, gen, settings.flips) for i in order[lo:hi]]
+            for step, (lo, hi) in enumerate(_batches(len(order), settings.batch_size)):
+                crops = [
+                    _random_crop(*train[i], config, crop, gen, settings.flips, settings.rotations) for i in order[lo:hi]
+                ]
                 x = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
+                x = stain_jitter(x, settings.stain_jitter, gen)
                 y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(settings, (epoch - 1) * steps_per_epoch + step, total_steps)
                 loss = segmentation_loss(net(x), y, config.classes)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"the training loss became {float(loss)} in epoch {epoch}; lower --lr")

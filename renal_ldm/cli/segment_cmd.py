@@ -10,7 +10,13 @@ from pathlib import Path
 from renal_ldm.cli._args import apply_threads, positive_int
 from renal_ldm.cli.caption_cmd import add_mask_arguments
 from renal_ldm.data.layout import IMAGE_SUFFIXES
-from renal_ldm.segmentation.config import CLASS_MODES, DEFAULT_TILE, SEGMENTER_CONFIGS, SegmenterTrainSettings
+from renal_ldm.segmentation.config import (
+    CLASS_MODES,
+    DEFAULT_TILE,
+    LR_SCHEDULES,
+    SEGMENTER_CONFIGS,
+    SegmenterTrainSettings,
+)
 
 TRAIN = SegmenterTrainSettings()  # the defaults of every option below
 
@@ -26,6 +32,12 @@ def register(subparsers) -> None:
     p.add_argument("--classes", choices=CLASS_MODES, help="all (eight labels, softmax) or glomeruli (one logit)")
     p.add_argument("--out", required=True, help="run folder: segmenter.json + .safetensors, metrics.jsonl, state")
     p.add_argument("--config", choices=list(SEGMENTER_CONFIGS), help="network size (default small; tiny for tests)")
+    p.add_argument(
+        "--downsample",
+        type=positive_int,
+        help="segment at 1/N of the images' resolution (area averaging; masks come back full size): a receptive "
+        "field N times larger, N*N times cheaper (default 1; a new run only)",
+    )
     p.add_argument("--epochs", type=positive_int, default=TRAIN.epochs, help="at most (default %(default)s)")
     p.add_argument(
         "--val-fraction",
@@ -39,7 +51,26 @@ def register(subparsers) -> None:
     )
     p.add_argument("--lr", type=float, default=TRAIN.lr, help="AdamW learning rate (default %(default)s)")
     p.add_argument(
-        "--crop", type=positive_int, default=TRAIN.crop, help="output px of each random crop (default %(default)s)"
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=TRAIN.lr_schedule,
+        help="cosine: decay --lr to 0 over --epochs, per step (default %(default)s)",
+    )
+    p.add_argument(
+        "--rotations", action="store_true", help="also rotate crops by random multiples of 90 degrees (with flips)"
+    )
+    p.add_argument(
+        "--stain-jitter",
+        type=float,
+        default=TRAIN.stain_jitter,
+        help="per crop, scale contrast and channel intensity by 1 +- S, shift brightness by +- S/2 (default "
+        "%(default)s: off; 0.1 is mild)",
+    )
+    p.add_argument(
+        "--crop",
+        type=positive_int,
+        default=TRAIN.crop,
+        help="output px of each random crop, at the network's resolution (default %(default)s)",
     )
     p.add_argument(
         "--crops-per-image",
@@ -123,17 +154,24 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         config = _saved_config(out)
         if args.config:
-            config = named_config(args.config, config.classes)
+            config = named_config(args.config, config.classes, config.downsample)
+        if args.downsample and args.downsample != config.downsample:
+            raise ValueError(
+                f"{out} segments at --downsample {config.downsample}; --downsample {args.downsample} cannot resume it"
+            )
         if args.classes and args.classes != config.classes:
             raise ValueError(f"{out} trains a {config.classes!r} segmenter; --classes {args.classes} cannot resume it")
     else:
         if not args.classes:
             raise ValueError("--classes is required: all (eight labels) or glomeruli (glomeruli vs the rest)")
-        config = named_config(args.config or "small", args.classes)
+        config = named_config(args.config or "small", args.classes, args.downsample)
     settings = SegmenterTrainSettings(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        rotations=args.rotations,
+        stain_jitter=args.stain_jitter,
         crop=args.crop,
         crops_per_image=args.crops_per_image,
         val_fraction=args.val_fraction,
@@ -154,7 +192,8 @@ def run_train(args: argparse.Namespace) -> int:
         train_set, val_set = split_dataset(dataset, args.val_fraction, seed=args.seed)
     print(
         f"train-segmenter: {config.classes} classes, {len(train_set)} training and {len(val_set)} validation patches; "
-        f"{config.padding_per_side} px mirrored per side",
+        f"{config.padding_per_side} px mirrored per side"
+        + (f" at 1/{config.downsample} resolution" if config.downsample > 1 else ""),
         file=sys.stderr,
     )
     result = train_segmenter(

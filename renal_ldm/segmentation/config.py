@@ -24,6 +24,13 @@ class SegmenterConfig:
 
     classes: "all" (eight label classes, softmax) or "glomeruli" (one logit: Glomeruli vs the rest).
     Channels double per level from `base_channels`; the bottleneck has base_channels * 2**depth (feature_dim).
+
+    downsample: the network works at 1/downsample of the image's resolution. The segmenter shrinks its input by
+    area averaging (downsample x downsample blocks), predicts, and upsamples its logits bilinearly back to the
+    image's size before the threshold or argmax, so it takes and returns full-resolution images; training reads
+    images and masks shrunk the same way and validates at full resolution. The geometry below (sizes, padding,
+    tiles, training crops) is in network pixels: one of them is downsample x downsample image pixels, so the
+    receptive field grows by the factor (depth 4: 185 px at 1, 370 px at 2). Configs saved without it are 1.
     """
 
     classes: str = "all"
@@ -36,11 +43,12 @@ class SegmenterConfig:
     """GroupNorm instead of BatchNorm: statistics per image, so what the network computes in training is what it
     computes at inference. With small batches of large crops, BatchNorm's running statistics lag the weights and
     validation Dice jumps between epochs (seen on kidney-pas: 0.03 to 0.55 from one epoch to the next)."""
+    downsample: int = 1
 
     def __post_init__(self) -> None:
         if self.classes not in CLASS_MODES:
             raise ValueError(f"unknown segmenter classes {self.classes!r}; expected one of {', '.join(CLASS_MODES)}")
-        for name, low in (("base_channels", 1), ("depth", 1), ("convs", 1), ("kernel", 1)):
+        for name, low in (("base_channels", 1), ("depth", 1), ("convs", 1), ("kernel", 1), ("downsample", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"SegmenterConfig.{name} must be an integer >= {low}; got {value!r}")
@@ -151,11 +159,15 @@ SEGMENTER_CONFIGS: dict[str, SegmenterConfig] = {
 }
 
 
-def named_config(name: str, classes: str) -> SegmenterConfig:
-    """SEGMENTER_CONFIGS[name] for `classes`; a ValueError lists the names."""
+def named_config(name: str, classes: str, downsample: int | None = None) -> SegmenterConfig:
+    """SEGMENTER_CONFIGS[name] for `classes` (and `downsample`, where given); a ValueError lists the names."""
     if name not in SEGMENTER_CONFIGS:
         raise ValueError(f"unknown segmenter config {name!r}; expected one of {', '.join(SEGMENTER_CONFIGS)}")
-    return dataclasses.replace(SEGMENTER_CONFIGS[name], classes=classes)
+    config = dataclasses.replace(SEGMENTER_CONFIGS[name], classes=classes)
+    return config if downsample is None else dataclasses.replace(config, downsample=downsample)
+
+
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,11 @@ class SegmenterTrainSettings:
     sees crop + 2 * padding_per_side px of the mirror-padded patch. Early stopping watches the validation loss:
     `patience` epochs without a new best (by more than min_delta) end the run. The saved weights are those of the
     best epoch by `monitor` ("val_loss", as the reference's EarlyStopping, or "val_dice").
+
+    Augmentation of every crop: `flips` (horizontal, vertical), `rotations` (a random multiple of 90 degrees; with
+    flips, all eight symmetries of the square), `stain_jitter` s (per crop: contrast and per-channel intensity
+    scaled by 1 + U(-s, s), brightness shifted by U(-s, s) / 2 of the range). `lr_schedule` "cosine" decays the
+    learning rate per step from `lr` to 0 at the end of `epochs` (so resuming with another `epochs` changes it).
     """
 
     epochs: int = 50
@@ -180,6 +197,9 @@ class SegmenterTrainSettings:
     min_delta: float = 0.0
     monitor: str = "val_loss"
     flips: bool = True
+    rotations: bool = False
+    stain_jitter: float = 0.0
+    lr_schedule: str = "constant"
     resume: bool = False
     progress: bool = True
     cache_mb: int = 1024
@@ -194,5 +214,9 @@ class SegmenterTrainSettings:
             raise ValueError(f"lr must be positive; got {self.lr}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        if not 0.0 <= self.stain_jitter < 1.0:
+            raise ValueError(f"stain_jitter must be in [0, 1); got {self.stain_jitter}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {self.lr_schedule!r}")
         if self.monitor not in ("val_loss", "val_dice"):
             raise ValueError(f"monitor must be 'val_loss' or 'val_dice'; got {self.monitor!r}")
