@@ -35,9 +35,10 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING, SAMPLING_PREC
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.sample_files import MANIFEST_CSV, read_manifest_csv, write_samples
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
-from renal_ldm.windows import Blender, Window, grid, taper
+from renal_ldm.windows import Blender, Window, overlapping, taper
 
 DEFAULT_STEPS = SAMPLING.steps
 DEFAULT_GUIDANCE = SAMPLING.guidance
@@ -357,12 +358,43 @@ class Sampler:
                     )
             return results
 
+    def sample_canvas(
+        self,
+        request: SampleRequest,
+        height: int,
+        width: int,
+        captions: list[str],
+        window_caption: Callable[[Window], int] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """The final latent of one height x width px canvas (a synthetic slide; decode it with decode_strips),
+        every latent window conditioned on captions[window_caption(window)]; request gives seed, steps,
+        guidance, scheduler and eta (its caption and size are not used). progress(done, total) counts UNet
+        calls over all steps (see denoise_canvas)."""
+        request = request.validated(self.model)
+        multiple = self.model.config.size_multiple
+        for name, value in (("height", height), ("width", width)):
+            if int(value) != value or value < multiple or value % multiple:
+                raise ValueError(f"canvas {name} {value} px is not a positive multiple of {multiple} px")
+        if not captions or not all(isinstance(c, str) for c in captions):
+            raise ValueError(f"a canvas needs at least one caption (text); got {captions!r}")
+        f = self.model.config.autoencoder.downsampling_factor
+        with self._lock, torch.inference_mode():
+            if self.cache_context and self._installed_processor() is not self._context_cache:
+                self.model.unet.set_attn_processor(self._context_cache)
+            encoded = [self.encode_captions(c) for c in captions]
+            conds, uncond = [c for c, _ in encoded], encoded[0][1]
+            return self.denoise_canvas(
+                request, height // f, width // f, conds, uncond, window_caption, progress, cancel
+            ).cpu()
+
     def denoise(
         self,
         request: SampleRequest,
         indices: list[int],
-        cond: torch.Tensor,
-        uncond: torch.Tensor,
+        cond: CaptionInputs,
+        uncond: CaptionInputs,
         step_done: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> torch.Tensor:
@@ -373,22 +405,63 @@ class Sampler:
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in indices]
         # Each image's noise comes from its own generator, so it does not depend on the batch it is drawn in.
         latents = torch.cat([torch.randn((1, channels, side, side), generator=g) for g in generators])
+        branches = self._branches(cond, uncond, request.guidance)
+        if side > model.config.latent_size:
+            predict = WindowedPredictor(self, [branches], request.guidance, len(indices), side, side, cancel=cancel)
+        else:
+            predict = self._whole_predictor(branches, request.guidance, len(indices))
+        return self._run_schedule(latents, generators, request, predict, step_done, cancel)
+
+    def denoise_canvas(
+        self,
+        request: SampleRequest,
+        height: int,
+        width: int,
+        captions: list[CaptionInputs],
+        uncond: CaptionInputs,
+        window_caption: Callable[[Window], int] | None = None,
+        call_done: Callable[[int, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """The final (1, C, height, width) latent of one canvas of any size (a synthetic slide), every window
+        conditioned on captions[window_caption(window)] (all on captions[0] without it). The noise comes from one
+        generator seeded request.seed. call_done(done, total) counts UNet calls over all steps; cancel is checked
+        before every call. Memory: the latent plus one window batch."""
+        if height < 1 or width < 1:
+            raise ValueError(f"canvas must be at least 1x1 latent cells; got {width}x{height}")
+        channels = self.model.config.autoencoder.latent_channels
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        latents = torch.randn((1, channels, height, width), generator=generator)
+        sets = [self._branches(c, uncond, request.guidance) for c in captions]
+        predict = WindowedPredictor(self, sets, request.guidance, 1, height, width, window_caption, cancel)
+        total = predict.calls_per_step * request.steps
+
+        def tick(step: int, call: int) -> None:
+            if call_done is not None:
+                call_done((step - 1) * predict.calls_per_step + call, total)
+
+        predict.call_done = tick
+        return self._run_schedule(latents, [generator], request, predict, None, cancel)
+
+    @staticmethod
+    def _branches(cond: CaptionInputs, uncond: CaptionInputs, g: float) -> list[CaptionInputs]:
+        """The guidance branches a step runs: both for 0 < g != 1, else the one that counts."""
+        return [cond] if g == 1.0 else [uncond] if g == 0.0 else [uncond, cond]
+
+    def _run_schedule(self, latents, generators, request: SampleRequest, predict, step_done, cancel) -> torch.Tensor:
+        """The scheduler loop shared by images and canvases: predict(x, t) is eps for the whole latent."""
         latents = latents.to(self.device)
-        scheduler = build_sampling_scheduler(request.scheduler, model.noise_scheduler.config)
+        scheduler = build_sampling_scheduler(request.scheduler, self.model.noise_scheduler.config)
         scheduler.set_timesteps(request.steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
-        g = request.guidance
-        branches = [cond] if g == 1.0 else [uncond] if g == 0.0 else [uncond, cond]
-        if side > model.config.latent_size:
-            predict = self._windowed_predictor(branches, g, len(indices), side)
-        else:
-            predict = self._whole_predictor(branches, g, len(indices))
         extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with self._context_cache.active(self.cache_context):
             for k, t in enumerate(scheduler.timesteps, start=1):
                 if cancel is not None and cancel.is_set():
                     raise SamplingCancelled(f"sampling cancelled at step {k} of {request.steps}")
+                if isinstance(predict, WindowedPredictor):
+                    predict.step = k
                 with autocast:
                     eps = predict(scheduler.scale_model_input(latents, t), t).float()
                 latents = scheduler.step(eps, t, latents, **extra).prev_sample
@@ -411,51 +484,6 @@ class Sampler:
 
         return predict
 
-    def _windowed_predictor(self, branches: list[CaptionInputs], g: float, b: int, side: int):
-        """eps(x, t) for latents larger than the training size (MultiDiffusion): overlapping windows of the
-        training size every half window, all windows and guidance branches batched into UNet calls of at most
-        window_batch rows, their guided predictions blended with tapered weights (renal_ldm.windows).
-
-        Memory is bounded by window_batch, not by the image size. The row layout is the same at every step, so
-        each call's caption inputs are built once and the K/V cache serves them."""
-        size = self.model.config.latent_size
-        stride = max(1, size // 2)
-        windows = grid(side, side, size, stride)
-        weights = taper(size, size - stride)
-        nb = len(branches)
-        context, pooled = self._branch_inputs(branches, b)  # (nb * b, T, D): branch-major
-        context = context.repeat(len(windows), 1, 1)  # (windows * nb * b, ...): window-major
-        pooled = pooled.repeat(len(windows), 1) if pooled is not None else None
-        chunk = max(1, self.window_batch)
-        calls = []
-        for start in range(0, context.shape[0], chunk):
-            part = slice(start, start + chunk)
-            rows = context[part].shape[0]
-            calls.append(
-                (
-                    part,
-                    rows,
-                    self._pad(context[part]).contiguous(),
-                    self._pad(pooled[part]) if pooled is not None else None,
-                )
-            )
-        memory_format = self._memory_format()
-
-        def predict(x: torch.Tensor, t) -> torch.Tensor:
-            tiles = torch.stack([x[..., w.rows, w.cols] for w in windows])  # (windows, b, C, s, s)
-            tiles = tiles.unsqueeze(1).expand(-1, nb, -1, -1, -1, -1).reshape(-1, *tiles.shape[2:])
-            eps = torch.empty_like(tiles)
-            for part, rows, ctx, pool in calls:
-                inp = self._pad(tiles[part]).contiguous(memory_format=memory_format)
-                eps[part] = self.model.unet(inp, t, encoder_hidden_states=ctx, class_labels=pool).sample[:rows]
-            eps = eps.view(len(windows), nb * b, *eps.shape[1:])
-            blend = Blender(x.shape, weights, dtype=x.dtype, device=x.device)
-            for w, window_eps in zip(windows, eps, strict=True):
-                blend.add(w, _guided(window_eps, nb, g))
-            return blend.result()
-
-        return predict
-
     @staticmethod
     def _branch_inputs(branches: list[CaptionInputs], b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Caption inputs for b images per branch, branch-major ([uncond] * b + [cond] * b)."""
@@ -468,31 +496,49 @@ class Sampler:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(B, H, W, 3) uint8 images; the VQ decoder quantizes first, as in the reference. Latents larger than
-        decode_tile cells are decoded in overlapping tiles of that size, blended with tapered weights
-        (quantization is per latent cell, so tiling it changes nothing; each tile's own GroupNorm statistics and
-        edge padding are outweighed by the overlap). Memory is bounded by the tile, not the image."""
+        """(B, H, W, 3) uint8 images; the VQ decoder quantizes first, as in the reference (see decode_strips)."""
+        return np.concatenate(list(self.decode_strips(latents)), axis=1)
+
+    def decode_strips(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
+        """The decoded images as (B, h, W, 3) uint8 strips, top to bottom. Latents larger than decode_tile cells
+        are decoded in overlapping tiles of that size, blended with tapered weights (quantization is per latent
+        cell, so tiling it changes nothing; each tile's own GroupNorm statistics and edge padding are outweighed
+        by the overlap), one row of tiles at a time: a strip is given out as soon as no later tile covers it, so
+        memory is bounded by a row of tiles, not by the image (a synthetic slide streams into its TIFF)."""
         config = self.model.config
         z = latents / config.autoencoder.scaling_factor
         size = max(config.latent_size, self.decode_tile)
-        if z.shape[-1] <= size and z.shape[-2] <= size:
-            return to_uint8(self._decode(z))
+        height, width = z.shape[-2:]
+        if height <= size and width <= size:
+            yield to_uint8(self._decode(z))
+            return
         f = config.autoencoder.downsampling_factor
-        stride = max(1, size // 2)
-        blend = Blender(
-            (z.shape[0], 3, z.shape[-2] * f, z.shape[-1] * f),
-            taper(size * f, (size - stride) * f),
-            dtype=torch.float32,
-            device=z.device,
-        )
-        for w in grid(z.shape[-2], z.shape[-1], size, stride):
-            pixels = Window(w.top * f, w.left * f, w.size * f)
-            blend.add(pixels, self._decode(z[..., w.rows, w.cols]).float())
-        return to_uint8(blend.result())
+        windows, overlap = overlapping(height, width, size)
+        side = windows[0].size
+        weights = taper(side * f, overlap * f, dtype=torch.float32, device=z.device)
+        rows_of_tiles = [list(row) for _, row in itertools.groupby(windows, key=lambda w: w.top)]
+        band = torch.zeros((z.shape[0], 3, 0, width * f), dtype=torch.float32, device=z.device)
+        norm = torch.zeros((0, width * f), dtype=torch.float32, device=z.device)
+        given = 0  # pixel rows already given out
+        for r, row in enumerate(rows_of_tiles):
+            top = row[0].top
+            grow = (top + side) * f - given - band.shape[-2]
+            if grow > 0:
+                band = torch.cat([band, band.new_zeros((*band.shape[:2], grow, band.shape[-1]))], dim=-2)
+                norm = torch.cat([norm, norm.new_zeros((grow, norm.shape[-1]))])
+            rows = slice(top * f - given, (top + side) * f - given)
+            for w in row:
+                cols = slice(w.left * f, (w.left + side) * f)
+                band[..., rows, cols] += self._decode(z[..., w.rows, w.cols]).float() * weights
+                norm[rows, cols] += weights
+            done = (rows_of_tiles[r + 1][0].top if r + 1 < len(rows_of_tiles) else height) * f - given
+            yield to_uint8(band[..., :done, :] / norm[:done])
+            band, norm, given = band[..., done:, :], norm[done:], given + done
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         memory_format = self._memory_format()
-        return self.model.vae.decode(self._pad(z).contiguous(memory_format=memory_format)).sample[: z.shape[0]]
+        with torch.inference_mode():  # decode_strips is a generator: its caller's mode does not reach in
+            return self.model.vae.decode(self._pad(z).contiguous(memory_format=memory_format)).sample[: z.shape[0]]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         """x with copies of its last row appended up to a multiple of batch_granule rows (see module docstring)."""
@@ -513,6 +559,83 @@ class Sampler:
             "text_encoder": self.model.text_encoder,
             "renal_ldm_version": __version__,
         }
+
+
+class WindowedPredictor:
+    """eps(x, t) for latents larger than the training size (MultiDiffusion): overlapping windows of the training
+    size every half window, each window's guidance branches for every image batched into UNet calls of at most
+    window_batch rows, the guided predictions blended with tapered weights (renal_ldm.windows).
+
+    branch_sets[k] are the guidance branches of caption k (see Sampler._branches); window_caption(window) picks a
+    window's caption (all caption 0 without it), so one canvas can ask for different tissue in different regions,
+    blended where their windows overlap. Rows are window-major (within a window branch-major, then image) and
+    grouped by caption, so every call holds one caption and its inputs are built once per request (the K/V
+    cache serves them). Memory is bounded by window_batch, not by the canvas: a window's rows are guided and
+    blended as soon as they are all computed. `step` (set by the scheduler loop) and `call_done(step, call)`
+    report progress; cancel is checked before every call.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler,
+        branch_sets: list[list[CaptionInputs]],
+        g: float,
+        b: int,
+        height: int,
+        width: int,
+        window_caption: Callable[[Window], int] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.sampler, self.g, self.b, self.cancel = sampler, g, b, cancel
+        self.windows, overlap = overlapping(height, width, sampler.model.config.latent_size)
+        self.weights = taper(self.windows[0].size, overlap)
+        self.branches = len(branch_sets[0])
+        per_window = self.branches * b
+        captions = [0 if window_caption is None else int(window_caption(w)) for w in self.windows]
+        if any(not 0 <= c < len(branch_sets) for c in captions):
+            raise ValueError(f"window captions must index the {len(branch_sets)} captions given; got {set(captions)}")
+        chunk = max(1, sampler.window_batch)
+        inputs: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.calls: list[tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor | None]] = []
+        for caption in sorted(set(captions)):
+            context, pooled = sampler._branch_inputs(branch_sets[caption], b)  # (per_window, T, D)
+            rows = [(i, r) for i, c in enumerate(captions) if c == caption for r in range(per_window)]
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                key = (caption, part[0][1], len(part))  # rows cycle through 0..per_window-1
+                if key not in inputs:
+                    index = torch.tensor([r for _, r in part])
+                    inputs[key] = (
+                        sampler._pad(context[index]).contiguous(),
+                        sampler._pad(pooled[index]) if pooled is not None else None,
+                    )
+                self.calls.append((part, *inputs[key]))
+        self.calls_per_step = len(self.calls)
+        self.step = 0
+        self.call_done: Callable[[int, int], None] | None = None
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        sampler, b, per_window = self.sampler, self.b, self.branches * self.b
+        unet, memory_format = sampler.model.unet, sampler._memory_format()
+        blend = Blender(x.shape, self.weights, dtype=x.dtype, device=x.device)
+        pending: list[torch.Tensor] = []  # rows of the window being completed
+        for n, (part, context, pooled) in enumerate(self.calls, start=1):
+            if self.cancel is not None and self.cancel.is_set():
+                raise SamplingCancelled(
+                    f"sampling cancelled at step {self.step}, window batch {n} of {self.calls_per_step}"
+                )
+            windows = [self.windows[i] for i, _ in part]
+            tiles = torch.stack([x[r % b, :, w.rows, w.cols] for w, (_, r) in zip(windows, part, strict=True)])
+            tiles = sampler._pad(tiles).contiguous(memory_format=memory_format)
+            eps = unet(tiles, t, encoder_hidden_states=context, class_labels=pooled).sample[: len(part)]
+            for w, (_, r), row in zip(windows, part, eps, strict=True):
+                pending.append(row)
+                if r == per_window - 1:
+                    blend.add(w, _guided(torch.stack(pending), self.branches, self.g))
+                    pending = []
+            if self.call_done is not None:
+                self.call_done(self.step, n)
+        return blend.result()
 
 
 def _guided(eps: torch.Tensor, branches: int, g: float) -> torch.Tensor:

@@ -61,6 +61,14 @@ def grid(height: int, width: int, window: int, stride: int) -> list[Window]:
     ]
 
 
+def overlapping(height: int, width: int, window: int) -> tuple[list[Window], int]:
+    """The windows the samplers use over a height x width canvas: side min(window, height, width), one every
+    half side (every cell in up to four windows); returns them and the overlap between neighbours."""
+    side = min(window, height, width)
+    stride = max(1, side // 2)
+    return grid(height, width, window, stride), side - stride
+
+
 def taper(size: int, overlap: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
     """(size, size) blend weights: 1 in the middle, falling linearly to EDGE_WEIGHT over `overlap` cells at each
     edge (overlap 0: uniform, MultiDiffusion's plain average)."""

@@ -84,6 +84,11 @@ def level_sizes(width: int, height: int, tile: int) -> list[tuple[int, int]]:
     return sizes
 
 
+def tile_count(width: int, height: int, tile: int) -> int:
+    """Tiles over all levels of a width x height slide: the units of write_pyramid's progress."""
+    return sum(-(-w // tile) * -(-h // tile) for w, h in level_sizes(width, height, tile))
+
+
 def halve(band: np.ndarray) -> np.ndarray:
     """2x2 area average (rounded half up) of an (h, w, 3) uint8 band; an odd last row or column counts twice,
     so every pixel of the next level is the mean of the pixels it covers."""
@@ -168,8 +173,8 @@ def _tiles(
             t = band[:, x : x + tile]
             if t.shape[:2] != (tile, tile):
                 t = np.pad(t, ((0, tile - h), (0, tile - t.shape[1]), (0, 0)), mode="edge")
+            tick()  # counted when handed over: tifffile closes this generator after the level's last tile
             yield t
-            tick()
 
 
 def write_pyramid(
@@ -204,7 +209,7 @@ def write_pyramid(
         raise FileNotFoundError(f"no folder {path.parent} to write {path.name} in")
 
     sizes = level_sizes(width, height, tile)
-    total = sum(-(-w // tile) * -(-h // tile) for w, h in sizes)
+    total = tile_count(width, height, tile)
     done = 0
 
     def tick() -> None:
@@ -233,7 +238,7 @@ def write_pyramid(
             ExitStack() as files,
             tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tw,
         ):
-            bands: Iterable[np.ndarray] = _bands(strips, width, height, tile)
+            bands: Iterator[np.ndarray] = _bands(strips, width, height, tile)
             above: BinaryIO | None = None
             for k, (w, h) in enumerate(sizes):
                 below = None
@@ -249,7 +254,7 @@ def write_pyramid(
                     description=description if k == 0 else None,
                     **options,
                 )
-                if next(tiles, None) is not None:  # tifffile takes only the tiles it expects: look for more
+                if k == 0 and next(bands, None) is not None:  # tifffile takes only the tiles it expects
                     raise ValueError(f"strips hold more than the slide's {height} rows")
                 if above is not None:  # written: its disk space back now, not at the end
                     above.close()

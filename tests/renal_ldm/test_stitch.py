@@ -157,6 +157,24 @@ def test_tile_callback_source_and_strips_are_taken_lazily(tmp_path):
         assert np.array_equal(np.asarray(slide.read_region((0, 0), 0, (100, 70)))[..., :3], image)
 
 
+def test_progress_counts_every_tile_of_every_level_once(tmp_path):
+    seen = []
+    image = noise_patch(4, 100, 70)
+    write_pyramid(
+        tmp_path / "p.tif", [image], 100, 70, tile=32, progress=lambda done, total: seen.append((done, total))
+    )
+    total = pyramid.tile_count(100, 70, 32)
+    assert total == 4 * 3 + 2 * 2 + 1  # levels 100x70, 50x35, 25x18
+    assert seen == [(i, total) for i in range(1, total + 1)]
+
+
+def test_strips_beyond_the_slide_are_refused_even_when_they_start_a_new_band(tmp_path):
+    image = noise_patch(5, 48, 32)  # exactly one band of 32 rows; a further strip is never needed by a tile
+    with pytest.raises(ValueError, match="more than the slide's 32 rows"):
+        write_pyramid(tmp_path / "x.tif", [image, image[:4]], 48, 32, tile=32)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("strips", "message"),
     [
