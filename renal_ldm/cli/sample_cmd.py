@@ -1,4 +1,9 @@
-"""`renal-ldm sample`: draw images from a trained model for a caption (or class levels) into a folder."""
+"""`renal-ldm sample`: draw images from a trained model for a caption (or class levels) into a folder.
+
+Under a launcher (`accelerate launch -m renal_ldm sample ...`, torchrun) each process draws its shard of the seeds
+on its own device and the main process merges one manifest (renal_ldm.sharding); `--shard R/W` and `--merge DIR`
+do the same by hand.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--seed", type=int, default=SAMPLING.seed, help="image i uses seed + i (default %(default)s)")
     p.add_argument("--size", type=int, help="image side in pixels (default: the model's training size)")
-    p.add_argument("--out", required=True, help="output folder: PNGs, JSON sidecars, manifest.csv")
+    p.add_argument("--out", help="output folder: PNGs, JSON sidecars, manifest.csv (required unless --merge)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument(
         "--precision",
@@ -48,6 +53,15 @@ def register(subparsers) -> None:
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the core count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--shard",
+        metavar="R/W",
+        help="draw only shard R of W (from 0) of the seeds, without a launcher; then `--merge DIR` "
+        "(under accelerate launch or torchrun the shards are found without it)",
+    )
+    p.add_argument(
+        "--merge", metavar="DIR", help="merge the shard files of `--shard R/W` runs in DIR into its manifest.csv"
+    )
     p.set_defaults(func=run)
 
 
@@ -67,15 +81,50 @@ def caption_from_args(caption: str | None, levels: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from renal_ldm.cli import UserError
+    from renal_ldm.sharding import ShardError
+
+    try:
+        if args.merge is not None:
+            return merge(args)
+        return sample(args)
+    except ShardError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def merge(args: argparse.Namespace) -> int:
+    from renal_ldm.cli import UserError
+    from renal_ldm.sharding import merge_shards
+
+    if args.shard is not None or args.out is not None:
+        raise UserError("--merge DIR takes no --shard or --out: it merges the shard files already in DIR")
+    paths = merge_shards(args.merge)
+    print(f"merged {len(paths)} images into {args.merge}/manifest.csv", file=sys.stderr)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from renal_ldm.cli import UserError
     from renal_ldm.models.checkpoint import load_model
-    from renal_ldm.sample import Sampler, SampleRequest, default_device, resolve_model_dir, write_samples
+    from renal_ldm.sample import Sampler, SampleRequest, resolve_model_dir, write_samples
+    from renal_ldm.sharding import describe_shard, detect_shard, draw_shard, launched_world, parse_shard, shard_device
 
+    if args.out is None:
+        raise UserError("--out DIR is required (the folder the images go to), or --merge DIR")
     caption = caption_from_args(args.caption, args.levels)
+    if args.shard is not None and launched_world() > 1:
+        raise UserError(
+            "--shard R/W is for runs without a launcher; under accelerate launch or torchrun every "
+            "process finds its shard by itself"
+        )
+    shard = parse_shard(args.shard) if args.shard is not None else detect_shard(args.device)
     apply_threads(args.threads)
     model_dir = resolve_model_dir(args.model, note=lambda message: print(f"note: {message}", file=sys.stderr))
-    device = args.device or default_device()
+    device = shard_device(args.device, shard.local_rank)
     model = load_model(model_dir, device=device, require_unet=True)
     request = SampleRequest(
         caption=caption,
@@ -89,19 +138,36 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     ).validated(model)  # before building the sampler: bad values fail fast
     sampler = Sampler(model, device=device, precision=args.precision, exact_batches=args.exact_batches)
-    bar = tqdm(
-        total=request.steps * -(-request.n // request.batch_size), desc="sample", unit="step", disable=args.no_progress
-    )
+    # One bar per machine's terminal: under a launcher only the main process draws one (for its own shard).
+    quiet = args.no_progress or (shard.launched and shard.rank != 0)
 
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
+    def draw(part: SampleRequest) -> list:
+        batches = -(-part.n // part.batch_size)
+        desc = "sample" if shard.world == 1 else f"sample {shard.label}"
+        with tqdm(total=part.steps * batches, desc=desc, unit="step", disable=quiet) as bar:
+            return sampler.sample(part, progress=lambda done, total: bar.update(done - bar.n))
 
-    try:
-        results = sampler.sample(request, progress=progress)
-    finally:
-        bar.close()
-    paths = write_samples(results, args.out)
-    print(f"wrote {len(paths)} images to {args.out}", file=sys.stderr)
+    if shard.world == 1:
+        paths = write_samples(draw(request), args.out)
+        print(f"wrote {len(paths)} images to {args.out}", file=sys.stderr)
+    else:
+        print(describe_shard(shard, request, device), file=sys.stderr, flush=True)
+        settings = {
+            "model_fingerprint": model.fingerprint,
+            "precision": sampler.precision,
+            "exact_batches": args.exact_batches,
+        }
+        paths = draw_shard(shard, request, args.out, draw, settings)
+        if shard.merges:
+            print(f"wrote {len(paths)} images to {args.out} from {shard.world} processes", file=sys.stderr)
+        elif shard.launched:
+            return 0  # the main process lists the merged run
+        else:
+            print(
+                f"wrote shard {shard.label}: {len(paths)} images to {args.out}; once every shard's images and "
+                f".shard-*-of-{shard.world:05d}.json files are in one folder, run `renal-ldm sample --merge DIR`",
+                file=sys.stderr,
+            )
     for path in paths:
         print(path)
     return 0
