@@ -57,7 +57,7 @@ def register(subparsers) -> None:
         "--shard",
         metavar="R/W",
         help="draw only shard R of W (from 0) of the seeds, without a launcher; then `--merge DIR` "
-        "(under accelerate launch or torchrun the shards are found without it)",
+        "(under accelerate launch each process finds its shard without it)",
     )
     p.add_argument(
         "--merge", metavar="DIR", help="merge the shard files of `--shard R/W` runs in DIR into its manifest.csv"
