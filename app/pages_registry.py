@@ -15,6 +15,7 @@ ROLE_PAGES: list[tuple[str, str, str, str]] = [
     ("Generate", "compose.py", "Compose", ":material/edit_note:"),
     ("Generate", "generate.py", "Generate", ":material/auto_awesome:"),
     ("Generate", "library.py", "Library", ":material/photo_library:"),
+    ("Slides", "slides.py", "Slides", ":material/gallery_thumbnail:"),
     ("Survey", "survey_take.py", "Take the survey", ":material/quiz:"),
     ("Survey", "survey_manage.py", "Manage surveys", ":material/fact_check:"),
     ("Survey", "survey_results.py", "Results", ":material/analytics:"),

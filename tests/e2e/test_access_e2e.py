@@ -179,7 +179,7 @@ def test_an_annotator_does_not_see_generate(browser, accounts_env):
     page = context.new_page()
     page.goto(accounts_env.url)
     sign_in(page, "ann", PASSWORD)
-    expect_title(page, "Welcome")
+    expect_title(page, "Slides")
     nav = page.locator("[data-testid='stSidebarNav']")
     assert "Generate" not in (nav.inner_text() if nav.count() else "")
     page.goto(accounts_env.url + "/generate")
