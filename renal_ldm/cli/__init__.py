@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.mix_cmd",
     "renal_ldm.cli.realism_cmd",
     "renal_ldm.cli.slide_cmd",
+    "renal_ldm.cli.slides_cmd",
     "renal_ldm.cli.import_cmd",
 ]
 
