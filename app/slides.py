@@ -54,7 +54,7 @@ SLIDES_DIR = "slides"
 """Where stitched (and generated) slides go, under the data directory."""
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 """A slide above this size is not offered as a download (it would be read into the server's memory)."""
-REGION_SIDES = (256, 512, 1024)
+REGION_SIDES = (64, 128, 256, 512, 1024)
 DEFAULT_REGION_SIDE = 512
 TILE_CHOICES = (64, 128, 256, 512, 1024)
 DEFAULT_STITCH_TILE = DEFAULT_TILE

@@ -11,9 +11,10 @@ Guarantees (tests/renal_ldm/test_slide_info.py):
   `provenance_error` says why.
 - `slide_kind(provenance)`: "stitched" or "generated" for the sidecars `renal-ldm stitch` and
   `renal-ldm sample-slide` write, "registered" for anything else.
-- `overview(path, max_side)` is at most `max_side` px on its longer side, made from the lowest level, read in
-  bands of at most OVERVIEW_BAND_PIXELS, so memory stays bounded for a slide whose lowest level is large; a
-  lowest level above OVERVIEW_MAX_SOURCE_PIXELS is refused by name instead of read for minutes.
+- `overview(path, max_side)` is at most `max_side` px on its longer side (never enlarged), made from the
+  smallest level at least `max_side` px long (else level 0) that holds at most OVERVIEW_MAX_SOURCE_PIXELS,
+  else the lowest level within that bound. It is read in bands of at most OVERVIEW_BAND_PIXELS, so memory
+  stays bounded; a slide whose lowest level is above the bound is refused by name instead of read for minutes.
 - `read_region(path, x, y, w, h, level)`: RGB pixels of a rectangle in that level's own coordinates (as
   renal_ldm.data.slide_reader reads them: transparent pixels become white); a rectangle outside the level or
   above MAX_REGION_PIXELS is refused by name.
@@ -166,7 +167,7 @@ def overview(path: str | os.PathLike, max_side: int = DEFAULT_OVERVIEW_SIDE) -> 
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1:
         raise ValueError(f"overview side must be a positive number of pixels; got {max_side!r}")
     with _reader(path) as reader:
-        level = reader.level_count - 1
+        level = overview_level(reader.level_dimensions, max_side)
         lw, lh = reader.level_dimensions[level]
         if lw * lh > OVERVIEW_MAX_SOURCE_PIXELS:
             raise SlideFileError(
@@ -185,6 +186,15 @@ def overview(path: str | os.PathLike, max_side: int = DEFAULT_OVERVIEW_SIDE) -> 
             pixels = Image.fromarray(reader.read_region(level, 0, y0, lw, y1 - y0))
             out.paste(pixels.resize((ow, t1 - t0), Image.Resampling.BOX), (0, t0))
         return out
+
+
+def overview_level(level_dimensions: tuple[tuple[int, int], ...], max_side: int) -> int:
+    """The level an overview of `max_side` px is made from (see the module's guarantees)."""
+    within = [i for i, (w, h) in enumerate(level_dimensions) if w * h <= OVERVIEW_MAX_SOURCE_PIXELS]
+    if not within:
+        return len(level_dimensions) - 1
+    large_enough = [i for i in within if max(level_dimensions[i]) >= max_side]
+    return max(large_enough) if large_enough else min(within)
 
 
 def read_region(path: str | os.PathLike, x: int, y: int, w: int, h: int, level: int = 0) -> np.ndarray:

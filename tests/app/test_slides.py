@@ -250,7 +250,7 @@ def test_regions_cover_every_level_and_edge_cells_are_cut(outside_slide):
     with pytest.raises(ValueError, match=r"cell \(3, 0\) is outside the 3x3 grid of level 0"):
         sl.region_at(described, 0, 48, 3, 0)
     marked = sl.marked_overview(sl.slide_info.overview(outside_slide), described, region, 48)
-    assert marked.size == (64, 64) and marked.getpixel((63, 0)) == sl.BOX_COLOUR
+    assert marked.size == (128, 128) and marked.getpixel((127, 0)) == sl.BOX_COLOUR
 
 
 def test_downloads_are_bounded_and_name_the_path(app_home, outside_slide):

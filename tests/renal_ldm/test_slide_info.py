@@ -94,13 +94,27 @@ def _png(path):
 
 def test_the_overview_is_bounded_and_looks_like_the_slide(slide):
     full = overview(slide)
-    assert full.size == (64, 64)  # the lowest level, never enlarged
+    assert full.size == (128, 128)  # no level is 1024 px long: level 0, never enlarged
+    assert np.array_equal(np.asarray(full), read_region(slide, 0, 0, 128, 128))
     small = overview(slide, max_side=20)
     assert max(small.size) == 20 and small.mode == "RGB"
     expected = np.asarray(Image.fromarray(read_region(slide, 0, 0, 64, 64, level=1)).resize((20, 20), Image.BOX))
     assert np.abs(np.asarray(small).astype(int) - expected).max() <= 2
     with pytest.raises(ValueError, match="overview side must be a positive number of pixels; got 0"):
         overview(slide, max_side=0)
+
+
+def test_the_overview_comes_from_the_smallest_level_long_enough():
+    levels = ((4000, 3000), (2000, 1500), (1000, 750), (500, 375))
+    assert [info.overview_level(levels, side) for side in (100, 500, 501, 1000, 1024, 5000)] == [3, 3, 2, 2, 1, 0]
+
+
+def test_an_overview_never_reads_a_level_above_the_bound(monkeypatch):
+    monkeypatch.setattr(info, "OVERVIEW_MAX_SOURCE_PIXELS", 2000 * 1500)
+    levels = ((4000, 3000), (2000, 1500), (1000, 750))
+    assert info.overview_level(levels, 3000) == 1  # level 0 would be long enough, but it is too large to read
+    monkeypatch.setattr(info, "OVERVIEW_MAX_SOURCE_PIXELS", 10)
+    assert info.overview_level(levels, 100) == 2  # none is within: the lowest, which overview() then refuses
 
 
 def test_the_overview_is_made_band_by_band(slide, monkeypatch):
