@@ -17,7 +17,8 @@ Guarantees (tests/renal_ldm/test_slide_info.py):
   stays bounded; a slide whose lowest level is above the bound is refused by name instead of read for minutes.
 - `read_region(path, x, y, w, h, level)`: RGB pixels of a rectangle in that level's own coordinates (as
   renal_ldm.data.slide_reader reads them: transparent pixels become white); a rectangle outside the level or
-  above MAX_REGION_PIXELS is refused by name.
+  above MAX_REGION_PIXELS is refused by name. Tiles that cannot be decoded (a damaged file) are a
+  SlideFileError too, for the overview as well.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def overview(path: str | os.PathLike, max_side: int = DEFAULT_OVERVIEW_SIDE) -> 
     """An RGB image of the whole slide, at most `max_side` px on its longer side, from the lowest level."""
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1:
         raise ValueError(f"overview side must be a positive number of pixels; got {max_side!r}")
+    import openslide
+
     with _reader(path) as reader:
         level = overview_level(reader.level_dimensions, max_side)
         lw, lh = reader.level_dimensions[level]
@@ -178,13 +181,18 @@ def overview(path: str | os.PathLike, max_side: int = DEFAULT_OVERVIEW_SIDE) -> 
         ow, oh = max(1, round(lw * scale)), max(1, round(lh * scale))
         out = Image.new("RGB", (ow, oh), "white")
         band = max(1, OVERVIEW_BAND_PIXELS // lw)
-        for y0 in range(0, lh, band):
-            y1 = min(lh, y0 + band)
-            t0, t1 = round(y0 * scale), round(y1 * scale) if y1 < lh else oh
-            if t1 <= t0:
-                continue
-            pixels = Image.fromarray(reader.read_region(level, 0, y0, lw, y1 - y0))
-            out.paste(pixels.resize((ow, t1 - t0), Image.Resampling.BOX), (0, t0))
+        try:
+            for y0 in range(0, lh, band):
+                y1 = min(lh, y0 + band)
+                t0, t1 = round(y0 * scale), round(y1 * scale) if y1 < lh else oh
+                if t1 <= t0:
+                    continue
+                pixels = Image.fromarray(reader.read_region(level, 0, y0, lw, y1 - y0))
+                out.paste(pixels.resize((ow, t1 - t0), Image.Resampling.BOX), (0, t0))
+        except openslide.OpenSlideError as exc:
+            raise SlideFileError(
+                f"{reader.path}: level {level} cannot be decoded ({exc}); the file is damaged"
+            ) from None
         return out
 
 
@@ -204,8 +212,16 @@ def read_region(path: str | os.PathLike, x: int, y: int, w: int, h: int, level: 
             raise ValueError(f"region {name} must be an integer number of pixels; got {value!r}")
     if w * h > MAX_REGION_PIXELS:
         raise ValueError(f"region {w}x{h} px is larger than the {MAX_REGION_PIXELS} pixels read at once")
+    import openslide
+
     with _reader(path) as reader:
-        return reader.read_region(int(level), int(x), int(y), int(w), int(h))
+        try:
+            return reader.read_region(int(level), int(x), int(y), int(w), int(h))
+        except openslide.OpenSlideError as exc:
+            raise SlideFileError(
+                f"{reader.path}: the region x={x} y={y} {w}x{h} of level {level} cannot be decoded ({exc}); "
+                "the file is damaged"
+            ) from None
 
 
 def _positive_float(text: object) -> float | None:

@@ -397,3 +397,38 @@ def test_an_annotator_sees_slides_but_cannot_change_them(app_home, outside_slide
     assert [t.value for t in at.title] == ["Slides"]
     assert len(_images(at)) == 2
     assert not [b for b in at.button if b.label in ("Stitch", "Register", "Remove from the list")]
+
+
+def test_the_page_shows_the_stitch_progress_and_cancels_it(app, app_home, run_folder, monkeypatch):
+    real = sl.stitch_slide
+    first_tile, go_on = threading.Event(), threading.Event()
+
+    def paused(*args, progress, **kwargs):
+        def tick(done, total):
+            progress(done, total)
+            first_tile.set()
+            go_on.wait(JOB_TIMEOUT_S)
+
+        return real(*args, progress=tick, **kwargs)
+
+    monkeypatch.setattr(sl, "stitch_slide", paused)
+    app.switch_page(SLIDES).run()
+    next(w for w in app.text_input if w.label == "Grid (columns x rows)").input("2x2")
+    next(s for s in app.selectbox if s.label == "Tile side (px)").set_value(64)
+    next(b for b in app.button if b.label == "Stitch").click().run()
+    job = sl.background.get(app.session_state["slides.job"])
+    try:
+        assert first_tile.wait(JOB_TIMEOUT_S)
+        app.run()
+        (bar,) = app.get("progress")
+        assert bar.proto.text == "stitching: 1 of 5 tiles" and bar.proto.value == 20
+        next(b for b in app.button if b.label == "Cancel the stitch").click().run()
+        assert job.cancel.is_set()
+    finally:
+        go_on.set()
+    assert job.wait(JOB_TIMEOUT_S)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert [shown(i.value) for i in app.info][0] == "The stitch was cancelled; no slide was written."
+    assert repo.list_slides() == [] and list((app_home / "slides").iterdir()) == []
+    assert "slides.job" not in app.session_state

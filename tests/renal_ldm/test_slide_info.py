@@ -155,3 +155,20 @@ def test_a_generated_sidecar_is_read_as_is(tmp_path):
     record = {"format": info.GENERATED_FORMAT, "model": "demo", "captions": ["a"], "seed": 7}
     provenance_path(slide).write_text(json.dumps(record))
     assert describe_slide(slide).provenance == record and describe_slide(slide).kind == "generated"
+
+
+def test_a_damaged_tile_is_one_error_naming_the_file(tmp_path):
+    import tifffile
+
+    slide = stitched_slide(tmp_path)
+    with tifffile.TiffFile(slide) as tif:
+        offsets = [(p.dataoffsets[0], p.databytecounts[0]) for p in tif.pages]
+    with slide.open("r+b") as f:
+        for offset, count in offsets:  # the first tile of every level
+            f.seek(offset)
+            f.write(b"\xff" * count)
+    assert describe_slide(slide).level_count == 2  # the directory is intact
+    with pytest.raises(SlideFileError, match=f"{slide}: the region x=0 y=0 64x64 of level 0 cannot be decoded"):
+        read_region(slide, 0, 0, 64, 64)
+    with pytest.raises(SlideFileError, match=f"{slide}: level 0 cannot be decoded"):
+        overview(slide)
