@@ -265,14 +265,43 @@ class Slide(Base):
 
 
 class SlideAnnotation(Base):
-    """A glomerulus mask painted on a slide (mask file under the data directory)."""
+    """One annotator's mask of one class on one region of a slide: a PNG under the data directory (`mask_path`,
+    relative to it, a name the product chose), how many pixels and components (glomeruli) it holds, and whether
+    the annotator marked the region done. One row per slide, region, annotator and class, so a second
+    annotator's mask never replaces the first; `revision` counts saves (a save that expected another revision
+    is refused, so two tabs of one annotator cannot silently overwrite each other)."""
 
     __tablename__ = "slide_annotations"
+    __table_args__ = (
+        UniqueConstraint(
+            "slide_id",
+            "region_x",
+            "region_y",
+            "region_w",
+            "region_h",
+            "author",
+            "class_id",
+            name="uq_slide_annotations_region_author_class",
+        ),
+        CheckConstraint("region_x >= 0 AND region_y >= 0 AND region_w >= 0 AND region_h >= 0", name="region"),
+        CheckConstraint("class_id >= 0 AND class_id <= 7", name="class_id"),
+        CheckConstraint("pixels >= 0 AND components >= 0", name="counts"),
+        Index("ix_slide_annotations_slide_author", "slide_id", "author"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     slide_id: Mapped[int] = mapped_column(ForeignKey("slides.id"), index=True)
     mask_path: Mapped[str] = mapped_column(String(PATH_LEN), unique=True)
-    author: Mapped[str] = mapped_column(String(NAME_LEN))
+    author: Mapped[str] = mapped_column(String(NAME_LEN))  # the annotator: sign-in name, or the name typed
+    class_id: Mapped[int] = mapped_column(Integer, server_default="4")  # renal_ldm.classes id (4: Glomeruli)
+    region_x: Mapped[int] = mapped_column(Integer, server_default="0")  # full-resolution pixels
+    region_y: Mapped[int] = mapped_column(Integer, server_default="0")
+    region_w: Mapped[int] = mapped_column(Integer, server_default="0")
+    region_h: Mapped[int] = mapped_column(Integer, server_default="0")
+    pixels: Mapped[int] = mapped_column(Integer, server_default="0")
+    components: Mapped[int] = mapped_column(Integer, server_default="0")
+    done: Mapped[bool] = mapped_column(Boolean, server_default=expression.false())
+    revision: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

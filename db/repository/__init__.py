@@ -25,6 +25,15 @@ from db.repository.accounts import (
     set_password_hash,
     sign_in_failures,
 )
+from db.repository.annotations import (
+    Annotation,
+    StaleAnnotationError,
+    get_annotation,
+    list_annotations,
+    save_annotation,
+    set_done,
+    slide_annotators,
+)
 from db.repository.evaluations import (
     Evaluation,
     add_evaluation,

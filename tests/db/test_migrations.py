@@ -19,8 +19,8 @@ from db.session import get_engine, session_scope
 
 def test_empty_database_upgrades_to_head(empty_db_url):
     assert current_revision(empty_db_url) is None
-    assert init_db(empty_db_url) == head_revision() == "0005"
-    assert current_revision(empty_db_url) == "0005"
+    assert init_db(empty_db_url) == head_revision() == "0006"
+    assert current_revision(empty_db_url) == "0006"
 
 
 def test_upgrade_again_keeps_answers_annotations_and_samples(db_url):
