@@ -35,7 +35,7 @@ from db import repository as repo
 from db.repository.annotations import check_author
 from renal_ldm.annotations import agreement, geojson, polygons
 from renal_ldm.annotations import export as export_lib
-from renal_ldm.annotations.masks import (
+from renal_ldm.annotations.masks import (  # noqa: F401 - cell_of and grid_shape are the page's too
     DEFAULT_REGION_SIDE,
     RegionBox,
     cell_of,
@@ -86,6 +86,23 @@ def slide_file(slide: repo.Slide) -> Path:
             "but nothing can be painted or exported until the file is back (or the slide registered again)"
         )
     return path
+
+
+def cell_from_text(text: str | None) -> tuple[int, int] | None:
+    """'col,row' (a page address) -> (col, row), None for anything else."""
+    parts = (text or "").split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def editor_fits(editor: Editor | None, slide: repo.Slide, annotator: str, class_id: int, side: int) -> bool:
+    """Whether the open region belongs to this slide, annotator, class and grid."""
+    if editor is None or (editor.slide_id, editor.annotator, editor.class_id) != (slide.id, annotator, class_id):
+        return False
+    cell = cell_of(editor.box, side)
+    cols, rows = grid_shape(slide.width, slide.height, side)
+    return cell is not None and cell[0] < cols and cell[1] < rows and region(slide, side, *cell) == editor.box
 
 
 def box_of(annotation: repo.Annotation) -> RegionBox:

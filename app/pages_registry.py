@@ -16,6 +16,7 @@ ROLE_PAGES: list[tuple[str, str, str, str]] = [
     ("Generate", "generate.py", "Generate", ":material/auto_awesome:"),
     ("Generate", "library.py", "Library", ":material/photo_library:"),
     ("Slides", "slides.py", "Slides", ":material/gallery_thumbnail:"),
+    ("Slides", "annotate.py", "Annotate", ":material/brush:"),
     ("Survey", "survey_take.py", "Take the survey", ":material/quiz:"),
     ("Survey", "survey_manage.py", "Manage surveys", ":material/fact_check:"),
     ("Survey", "survey_results.py", "Results", ":material/analytics:"),
