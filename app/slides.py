@@ -163,7 +163,7 @@ def provenance_summary(provenance: dict[str, Any] | None) -> list[tuple[str, str
     seeds = _seeds(p)
     if seeds:
         out.append(("seeds" if len(seeds) > 1 else "seed", _seed_text(seeds)))
-    for key in ("steps", "guidance", "layout", "compression", "quality", "mpp", "renal_ldm_version", "created_at"):
+    for key in ("steps", "guidance", "scheduler", "compression", "quality", "mpp", "renal_ldm_version", "created_at"):
         value = p.get(key)
         if value is not None and not isinstance(value, dict | list):
             out.append((key.replace("_", " "), str(value)))
