@@ -441,6 +441,11 @@ class GenerationService:
             )
         return [sample.id for sample in repo.add_samples(rows, url=job.database_url)]
 
+    def sampler(self, model_dir: str) -> Sampler:
+        """The loaded Sampler of a checkpoint directory, shared with other jobs of this process (the Slides
+        page's slide generation): one model in memory, its requests serialised by the Sampler's lock."""
+        return self._sampler(model_dir)
+
     def _sampler(self, model_dir: str) -> Sampler:
         """The Sampler for a checkpoint directory: loaded once, reloaded if its fingerprint changed."""
         from renal_ldm.models.checkpoint import read_manifest

@@ -11,6 +11,10 @@ Guarantees (tests/app/test_slides.py):
   product chooses. Every input is checked before the job starts; a stitch that fails or is cancelled leaves
   no file at its output path and no row, and rows saved earlier are never touched. A finished stitch is
   registered as kind "stitched" with its provenance.
+- A seamless generation (renal_ldm.slides.generate) checks the model, size, caption or uploaded layout before
+  its job starts, runs on the process's loaded Sampler of that model (the Generate page's), writes under
+  <data home>/slides/ and registers the slide as kind "generated"; cancelled or failed, it leaves no file and
+  no row. Its size is bounded on the page (MAX_GENERATE_SIDE); larger slides are for `renal-ldm sample-slide`.
 - A slide whose file has gone is listed with why (`Listed.problem`), never raised.
 - Downloads: a file above MAX_DOWNLOAD_BYTES is not read into memory; the page names its path instead.
 - Removing a slide deletes its row, and its files only when the product wrote them (under <data home>/slides/);
@@ -21,24 +25,29 @@ Guarantees (tests/app/test_slides.py):
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
 from app import background
 from app.background import BackgroundJob, Progress
 from app.generation import SAMPLES_DIR
+from app.model_choices import ModelChoice
 from db import repository as repo
 from renal_ldm.data.layout import IMAGE_SUFFIXES
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.paths import data_home, data_subdir, resolve_in_home
 from renal_ldm.slides import info as slide_info
 from renal_ldm.slides.info import SlideInfo
+from renal_ldm.slides.layout import MAX_LAYOUT_BYTES, SlideLayout, parse_layout, uniform_layout
 from renal_ldm.slides.pyramid import DEFAULT_TILE
 from renal_ldm.slides.stitch import (
     ORDER_MANIFEST,
@@ -49,6 +58,9 @@ from renal_ldm.slides.stitch import (
     provenance_path,
     stitch_slide,
 )
+
+if TYPE_CHECKING:
+    from renal_ldm.sample import Sampler
 
 SLIDES_DIR = "slides"
 """Where stitched (and generated) slides go, under the data directory."""
@@ -63,6 +75,16 @@ GRID_LINES_UP_TO = 64
 """Cells per side up to which the overview shows the region grid (beyond, lines would only blur it)."""
 BOX_COLOUR = (230, 30, 30)
 GRID_COLOUR = (40, 40, 40)
+
+
+GENERATE_SIDES = (256, 384, 512, 768, 1024, 1536, 2048)
+DEFAULT_GENERATE_SIDE = 512
+MAX_GENERATE_SIDE = GENERATE_SIDES[-1]
+"""The largest side the page generates (2048 px: about 15 minutes on a 2-core CPU); the CLI has no bound."""
+
+
+class GenerationCancelled(RuntimeError):
+    """The person who started a slide generation cancelled it; nothing was written."""
 
 
 class StitchCancelled(RuntimeError):
@@ -389,6 +411,122 @@ def start_stitch(
             ) from exc
 
     return StitchJob(background.start("stitch", work), out, plan)
+
+
+# -------------------------------------------------------------------------------------------- generate
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """A started seamless generation: the background job the page polls and the file it writes."""
+
+    job: BackgroundJob
+    out: Path
+    size: tuple[int, int]
+    captions: tuple[str, ...]
+
+
+def read_layout(data: bytes, width: int, height: int) -> SlideLayout:
+    """An uploaded layout JSON (regions as boxes or polygons; see renal_ldm.slides.layout) for a slide of that
+    size; a label-image layout names a file on the server, so it is for the command line."""
+    if len(data) > MAX_LAYOUT_BYTES:
+        raise ValueError(f"the layout file is {len(data)} bytes; a layout is at most {MAX_LAYOUT_BYTES} bytes")
+    try:
+        parsed = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the layout file is not JSON ({exc}); expected an object with default and regions") from None
+    if isinstance(parsed, dict) and "labels" in parsed:
+        raise ValueError(
+            "a label-image layout names an image file on the server; upload a layout of boxes or polygons here, "
+            "or use `renal-ldm sample-slide --layout FILE`"
+        )
+    return parse_layout(parsed, width, height, source="(uploaded)")
+
+
+def start_generation(
+    model: ModelChoice,
+    sampler_for: Callable[[str], Sampler],
+    *,
+    width: int = DEFAULT_GENERATE_SIDE,
+    height: int = DEFAULT_GENERATE_SIDE,
+    caption: str | None = None,
+    layout: bytes | None = None,
+    steps: int = SAMPLING.steps,
+    guidance: float | None = None,
+    seed: int = 0,
+    mpp: float = 0.5,
+    compression: str = "jpeg",
+    name: str | None = None,
+    created_by: str | None = None,
+) -> GenerateJob:
+    """Check the request, then generate one seamless slide in the background with `sampler_for(model.path)` and
+    register it when written. The caption applies to the whole slide unless a layout is given."""
+    from renal_ldm.slides.pyramid import check_compression, check_mpp
+
+    if model.problem:
+        raise ValueError(f"model {model.name!r} cannot be used: {model.problem}")
+    multiple = model.size_multiple or 1
+    for label, value in (("width", width), ("height", height)):
+        if not isinstance(value, int) or not 0 < value <= MAX_GENERATE_SIDE or value % multiple:
+            raise ValueError(
+                f"slide {label} must be a multiple of {multiple} px up to {MAX_GENERATE_SIDE} px here (larger slides: "
+                f"`renal-ldm sample-slide`); got {value}"
+            )
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_SAMPLING_STEPS:
+        raise ValueError(f"steps must be an integer in 1..{MAX_SAMPLING_STEPS}; got {steps}")
+    if guidance is not None and not guidance >= 0:
+        raise ValueError(f"guidance scale must be a number >= 0; got {guidance}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed}")
+    check_mpp(float(mpp))
+    check_compression(compression, None)
+    if layout is not None:
+        plan = read_layout(layout, width, height)
+    else:
+        text = (caption or "").strip()
+        if not text:
+            raise ValueError("give a caption for the slide (or upload a layout of per-region captions)")
+        plan = uniform_layout(text)
+    plan.caption_map(max(1, height // multiple), max(1, width // multiple))  # every part of the slide has one
+    title = (name or "").strip() or f"generated {width}x{height} seed {seed}"
+    out = new_slide_path()
+
+    def work(progress: Progress, cancel: threading.Event) -> repo.Slide:
+        from renal_ldm.sample import SamplingCancelled
+        from renal_ldm.slides.generate import generate_slide
+
+        def tick(done: int, total: int) -> None:
+            progress("generating", done, total)
+
+        if cancel.is_set():
+            raise GenerationCancelled("the generation was cancelled; no slide was written")
+        sampler = sampler_for(model.path)
+        try:
+            generate_slide(
+                sampler,
+                out,
+                (width, height),
+                plan,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                mpp=float(mpp),
+                compression=compression,
+                progress=tick,
+                cancel=cancel,
+            )
+        except SamplingCancelled:
+            raise GenerationCancelled("the generation was cancelled; no slide was written") from None
+        progress("registering", 1, 1)
+        try:
+            return register_slide(out, name=title, kind=slide_info.GENERATED, created_by=created_by)
+        except Exception as exc:
+            raise RuntimeError(
+                f"the slide was written to {out} but could not be listed ({exc}); "
+                f"list it with `renal-ldm slides add {out}`"
+            ) from exc
+
+    return GenerateJob(background.start("generate-slide", work), out, (width, height), plan.captions)
 
 
 # ------------------------------------------------------------------------------------------------ viewer

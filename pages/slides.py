@@ -1,16 +1,23 @@
 """Slides: the whole slides in the database, an overview and any region at full resolution, stitching Library
-samples into a new slide in the background, registering a slide file from the server, the TIFF as a download."""
+samples or generating a seamless slide in the background, registering a slide file from the server, the TIFF as a
+download."""
 
 import streamlit as st
 
-from app import background
+from app import background, resources
 from app import slides as sl
 from app.access import current_identity
+from app.model_choices import NO_MODEL_HELP, available_models
 from app.plain import literal
+from renal_ldm.captions import GENERATING_CAPTION
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.slides.info import SlideFileError, describe_slide, overview
 from renal_ldm.slides.pyramid import COMPRESSIONS
 
-JOB = "slides.job"  # background job id of the stitch this session started last
+JOB = "slides.job"  # background job id of the stitch or generation this session started last
+JOB_WHAT = "slides.job_what"  # "stitch" or "generation"
+UNITS = {"stitch": "tiles", "generation": "UNet calls, then TIFF tiles"}
+DONE = {"stitch": "Stitched", "generation": "Generated"}
 PICK = "slides.pick"  # the chosen slide's id (the selectbox)
 WANT = "slides.want"  # a slide to choose on the next run (set when a stitch or a registration finished)
 NOTICE = "slides.notice"  # (kind, text) shown once at the top
@@ -47,22 +54,31 @@ def _remove(slide_id: int) -> None:
 
 def job_panel(job_id: str) -> None:
     job = background.get(job_id)
+    what = st.session_state.get(JOB_WHAT, "stitch")
     if job is None:
         st.session_state.pop(JOB, None)
         return
     if not job.finished:
-        st.progress(job.fraction, text=f"{job.stage}: {job.done} of {job.total} tiles")
-        st.button("Cancel the stitch", key="slides.cancel", on_click=job.cancel.set, icon=":material/cancel:")
+        st.progress(job.fraction, text=f"{job.stage}: {job.done} of {job.total} {UNITS[what]}")
+        st.button(f"Cancel the {what}", key="slides.cancel", on_click=job.cancel.set, icon=":material/cancel:")
         return
     st.session_state.pop(JOB, None)
     if job.error and job.cancel.is_set():
-        st.session_state[NOTICE] = ("info", "The stitch was cancelled; no slide was written.")
+        st.session_state[NOTICE] = ("info", f"The {what} was cancelled; no slide was written.")
     elif job.error:
-        st.session_state[NOTICE] = ("error", f"The stitch failed: {job.error}")
+        st.session_state[NOTICE] = ("error", f"The {what} failed: {job.error}")
     else:
-        st.session_state[NOTICE] = ("success", f"Stitched slide #{job.result.id} {job.result.name}.")
+        st.session_state[NOTICE] = ("success", f"{DONE[what]} slide #{job.result.id} {job.result.name}.")
         st.session_state[WANT] = job.result.id
     st.rerun()
+
+
+def job_running() -> bool:
+    job = background.get(st.session_state.get(JOB))
+    if job is not None and not job.finished:
+        st.warning(f"A {st.session_state.get(JOB_WHAT, 'stitch')} of yours is still running; wait for it or cancel it.")
+        return True
+    return False
 
 
 identity = current_identity()
@@ -197,7 +213,9 @@ else:
 
 if may_change:
     st.subheader("Add a slide")
-    stitch_tab, register_tab = st.tabs(["Stitch samples", "Register a slide file"])
+    stitch_tab, generate_tab, register_tab = st.tabs(
+        ["Stitch samples", "Generate a seamless slide", "Register a slide file"]
+    )
     with stitch_tab:
         folders = {f.relative: f for f in sl.sample_folders()}
         with st.form("slides.stitch"):
@@ -218,9 +236,7 @@ if may_change:
             tile = c6.selectbox("Tile side (px)", sl.TILE_CHOICES, index=sl.TILE_CHOICES.index(sl.DEFAULT_STITCH_TILE))
             stitch = st.form_submit_button("Stitch", type="primary", icon=":material/grid_on:")
         if stitch:
-            if st.session_state.get(JOB) and (job := background.get(st.session_state[JOB])) and not job.finished:
-                st.warning("A stitch of yours is still running; wait for it or cancel it first.")
-            else:
+            if not job_running():
                 try:
                     started = sl.start_stitch(
                         other if choice == OTHER else folders[choice].path,
@@ -235,7 +251,65 @@ if may_change:
                 except (ValueError, OSError) as exc:
                     st.error(literal(exc))
                 else:
-                    st.session_state[JOB] = started.job.id
+                    st.session_state[JOB], st.session_state[JOB_WHAT] = started.job.id, "stitch"
+                    st.rerun()
+    with generate_tab:
+        models = {m.name: m for m in available_models() if not m.problem}
+        if not models:
+            st.info("No model to generate with yet.")
+            st.markdown(NO_MODEL_HELP)
+        else:
+            with st.form("slides.generate"):
+                model = st.selectbox("Model", list(models), format_func=lambda k: models[k].label)
+                caption = st.text_area(
+                    "Caption for the whole slide",
+                    value=GENERATING_CAPTION,
+                    help="Compose builds captions in the trained form; a layout below overrides this",
+                )
+                layout = st.file_uploader(
+                    "Per-region captions (optional layout JSON)",
+                    type=["json"],
+                    help='e.g. {"default": {"levels": "Tubuli=high"}, "regions": [{"levels": "Glomeruli=high", '
+                    '"box": [0, 0, 0.5, 1]}]}: boxes or polygons in fractions of the slide (see the README)',
+                )
+                c1, c2, c3 = st.columns(3)
+                sides = sl.GENERATE_SIDES
+                width = c1.selectbox("Width (px)", sides, index=sides.index(sl.DEFAULT_GENERATE_SIDE))
+                height = c2.selectbox("Height (px)", sides, index=sides.index(sl.DEFAULT_GENERATE_SIDE))
+                seed = c3.number_input("Seed", min_value=0, value=0, step=1)
+                c4, c5, c6 = st.columns(3)
+                steps = c4.number_input("Steps", min_value=1, max_value=MAX_SAMPLING_STEPS, value=SAMPLING.steps)
+                guidance = c5.number_input(
+                    "Guidance scale", min_value=0.0, max_value=30.0, value=None, placeholder="the model's own"
+                )
+                name = c6.text_input("Name", placeholder="blank: size and seed", max_chars=200, key="slides.gen_name")
+                c7, c8 = st.columns(2)
+                mpp_g = c7.number_input(
+                    "µm per pixel", min_value=0.01, max_value=100.0, value=0.5, key="slides.gen_mpp"
+                )
+                compression_g = c8.selectbox("Compression", COMPRESSIONS, key="slides.gen_compression")
+                generate = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
+            if generate and not job_running():
+                try:
+                    started = sl.start_generation(
+                        models[model],
+                        resources.generation_service().sampler,
+                        width=int(width),
+                        height=int(height),
+                        caption=caption,
+                        layout=layout.getvalue() if layout is not None else None,
+                        steps=int(steps),
+                        guidance=None if guidance is None else float(guidance),
+                        seed=int(seed),
+                        mpp=float(mpp_g),
+                        compression=compression_g,
+                        name=name,
+                        created_by=who,
+                    )
+                except (ValueError, OSError) as exc:
+                    st.error(literal(exc))
+                else:
+                    st.session_state[JOB], st.session_state[JOB_WHAT] = started.job.id, "generation"
                     st.rerun()
     with register_tab:
         with st.form("slides.register"):

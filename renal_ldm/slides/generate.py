@@ -31,6 +31,7 @@ from pathlib import Path
 from renal_ldm import __version__
 from renal_ldm.fsutil import write_file_atomically
 from renal_ldm.sample import Sampler, SampleRequest, SamplingCancelled
+from renal_ldm.slides.info import GENERATED_FORMAT
 from renal_ldm.slides.layout import SlideLayout
 from renal_ldm.slides.pyramid import (
     DEFAULT_COMPRESSION,
@@ -45,7 +46,6 @@ from renal_ldm.slides.pyramid import (
 from renal_ldm.slides.stitch import SLIDE_SUFFIXES, provenance_path
 from renal_ldm.windows import overlapping
 
-GENERATED_FORMAT = "renal-ldm generated slide"
 MAX_SIDE = 65536
 """Largest slide side accepted (px); a typo such as 40960x40960 is still allowed, 409600 is not."""
 _SIZE = re.compile(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*")

@@ -37,8 +37,8 @@ from renal_ldm.slides.stitch import PROVENANCE_FORMAT as STITCHED_FORMAT
 from renal_ldm.slides.stitch import provenance_path
 
 GENERATED_FORMAT = "renal-ldm generated slide"
-"""The "format" of the sidecar `renal-ldm sample-slide` writes. Its writer, renal_ldm.slides.generate, imports
-torch (through renal_ldm.sample), which describing a file must not; a test keeps the two equal."""
+"""The "format" of the sidecar `renal-ldm sample-slide` writes (renal_ldm.slides.generate imports it from here:
+this module stays free of torch)."""
 STITCHED, GENERATED, REGISTERED = "stitched", "generated", "registered"
 KINDS = (STITCHED, GENERATED, REGISTERED)
 KIND_BY_FORMAT = {STITCHED_FORMAT: STITCHED, GENERATED_FORMAT: GENERATED}

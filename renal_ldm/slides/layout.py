@@ -25,14 +25,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
 from PIL import Image, UnidentifiedImageError
 
 from renal_ldm.captions import levels_to_caption, parse_levels_spec
-from renal_ldm.windows import Window
+
+if TYPE_CHECKING:  # windows imports torch; reading a layout does not need it
+    from renal_ldm.windows import Window
 
 MAX_LAYOUT_BYTES = 2 * 2**20
 """A layout JSON larger than this is refused (a layout is a handful of regions, not data)."""

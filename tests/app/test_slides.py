@@ -432,3 +432,109 @@ def test_the_page_shows_the_stitch_progress_and_cancels_it(app, app_home, run_fo
     assert [shown(i.value) for i in app.info][0] == "The stitch was cancelled; no slide was written."
     assert repo.list_slides() == [] and list((app_home / "slides").iterdir()) == []
     assert "slides.job" not in app.session_state
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def _tiny_sampler(path):
+    from renal_ldm.sample import Sampler
+
+    return Sampler.from_dir(path, device="cpu", window_batch=16)
+
+
+def _choice(tiny_model):
+    from app.model_choices import describe
+
+    return describe(tiny_model.name, tiny_model.path, tiny_model.kind)
+
+
+def test_a_seamless_slide_is_generated_in_the_background_and_listed(app_home, tiny_model):
+    layout = b'{"default": "a lot of Tubuli", "regions": [{"levels": "Glomeruli=high", "box": [0, 0, 0.5, 1]}]}'
+    started = sl.start_generation(
+        _choice(tiny_model), _tiny_sampler, width=256, height=256, layout=layout, steps=1, seed=4, name="two regions"
+    )
+    job = _finished(started)
+    assert job.error is None, job.error
+    slide = job.result
+    assert (slide.kind, slide.name, slide.width, slide.height) == ("generated", "two regions", 256, 256)
+    assert slide.provenance["seed"] == 4 and len(slide.provenance["captions"]) == 2
+    assert started.out.parent == app_home / "slides" and started.out.is_file()
+    assert [s.id for s in repo.list_slides()] == [slide.id]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"width": 260}, "slide width must be a multiple of 8 px up to 2048 px"),
+        ({"height": 4096}, "slide height must be a multiple of 8 px up to 2048 px"),
+        ({"caption": "  "}, "give a caption for the slide"),
+        ({"steps": 0}, "steps must be an integer in 1.."),
+        ({"layout": b"{oops"}, "the layout file is not JSON"),
+        ({"layout": b'{"labels": "ids.png", "captions": {"0": "a"}}'}, "a label-image layout names an image file"),
+        ({"layout": b'{"regions": [{"caption": "a", "box": [0, 0, 0.5, 1]}]}'}, "without a caption"),
+        ({"layout": b" " * (2 * 2**20 + 1)}, "a layout is at most"),
+    ],
+)
+def test_generation_errors_are_named_before_the_job(app_home, tiny_model, kwargs, message):
+    options = {"caption": "a lot of Glomeruli", "width": 256, "height": 256, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        sl.start_generation(_choice(tiny_model), _tiny_sampler, **options)
+    assert not (app_home / "slides").exists() or list((app_home / "slides").iterdir()) == []
+    assert repo.list_slides() == []
+
+
+def test_a_model_that_cannot_be_used_is_refused(app_home, tmp_path):
+    from app.model_choices import describe
+
+    gone = describe("gone", tmp_path / "nowhere", "user")
+    with pytest.raises(ValueError, match="model 'gone' cannot be used"):
+        sl.start_generation(gone, _tiny_sampler, caption="a")
+
+
+def test_a_cancelled_generation_writes_nothing(app_home, tiny_model):
+    seen = threading.Event()
+
+    def sampler_for(path):
+        sampler = _tiny_sampler(path)
+        real = sampler.sample_canvas
+
+        def cancelling(*args, **kwargs):
+            started.job.cancel.set()
+            seen.set()
+            return real(*args, **kwargs)
+
+        sampler.sample_canvas = cancelling
+        return sampler
+
+    started = sl.start_generation(_choice(tiny_model), sampler_for, caption="a lot of Glomeruli", steps=2)
+    job = _finished(started)
+    assert seen.is_set() and job.error == "GenerationCancelled: the generation was cancelled; no slide was written"
+    assert repo.list_slides() == [] and list((app_home / "slides").iterdir()) == []
+
+
+def test_the_page_generates_a_seamless_slide_and_lists_it(app, tiny_model, monkeypatch):
+    from app import resources
+
+    monkeypatch.setattr(resources.generation_service(), "sampler", _tiny_sampler)
+    app.switch_page(SLIDES).run()
+    next(w for w in app.number_input if w.label == "Steps").set_value(1)
+    next(s for s in app.selectbox if s.label == "Width (px)").set_value(256)
+    next(s for s in app.selectbox if s.label == "Height (px)").set_value(256)
+    next(b for b in app.button if b.label == "Generate").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert app.session_state["slides.job_what"] == "generation"
+    job = sl.background.get(app.session_state["slides.job"])
+    assert job is not None and job.wait(JOB_TIMEOUT_S) and job.error is None, job and job.error
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any(f"Generated slide #{job.result.id}" in shown(s.value) for s in app.success)
+    assert app.selectbox(key="slides.pick").value == job.result.id
+
+
+def test_the_page_names_a_bad_layout(app, tiny_model):
+    app.switch_page(SLIDES).run()
+    next(w for w in app.text_area if w.label == "Caption for the whole slide").input(" ")
+    next(b for b in app.button if b.label == "Generate").click().run()
+    assert any("give a caption for the slide" in shown(e.value) for e in app.error)
+    assert repo.list_slides() == []

@@ -42,12 +42,6 @@ def test_kinds_follow_the_sidecar_format():
     assert slide_kind({"format": 3}) == slide_kind(None) == slide_kind({}) == "registered"
 
 
-def test_the_generated_format_is_the_one_sample_slide_writes():
-    from renal_ldm.slides import generate
-
-    assert info.GENERATED_FORMAT == generate.GENERATED_FORMAT
-
-
 def test_a_broken_sidecar_is_reported_not_fatal(tmp_path):
     slide = stitched_slide(tmp_path)
     provenance_path(slide).write_text("[1, 2]")
