@@ -496,6 +496,11 @@ def export_annotations(
             + (f" by {annotator!r}" if annotator else "")
             + ("" if include_unfinished else "; mark regions done, or include unfinished ones")
         )
+    if not any(a.w >= patch and a.h >= patch for a in rows):
+        raise ValueError(
+            f"no annotated region is at least {patch} x {patch} px, so no whole patch can be cut; "
+            "choose a patch side no larger than the regions"
+        )
     by_region: dict[tuple[RegionBox, str], dict[int, repo.Annotation]] = defaultdict(dict)
     for a in rows:
         by_region[(box_of(a), a.author)][a.class_id] = a

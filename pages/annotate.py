@@ -15,7 +15,7 @@ from renal_ldm.slides.info import SlideFileError, overview
 
 EDITOR = "annotate.editor"  # the open region (app.annotate.Editor)
 NOTICE = "annotate.notice"  # (kind, text) shown once
-EXPORT = "annotate.export"  # (slide id, zip bytes, summary) ready to download
+EXPORT = "annotate.export_zip"  # (slide id, zip bytes, summary) ready to download
 MODES = {"Paint": PAINT, "Erase": ERASE}
 
 
@@ -250,8 +250,8 @@ found = an.agreements(slide.id, class_id)
 if not found:
     st.info("No region has masks of two or more annotators for this class yet.")
 else:
-    st.dataframe(an.agreement_rows(found), hide_index=True, width="stretch", key="annotate.pairs")
-    st.dataframe(an.region_rows(found), hide_index=True, width="stretch", key="annotate.regions")
+    st.table(an.agreement_rows(found))
+    st.table(an.region_rows(found))
     if not chosen.missing:
         pick = st.selectbox(
             "Region to compare", range(len(found)), format_func=lambda i: found[i].box.label(), key="annotate.compare"
@@ -273,7 +273,11 @@ with e1:
     whose = st.selectbox("Whose masks", ["everyone", annotator], key="annotate.export_who")
     unfinished = st.checkbox("Include regions not marked done", key="annotate.unfinished")
     patch = st.selectbox(
-        "Patch side (px)", an.REGION_SIDES, index=an.REGION_SIDES.index(DEFAULT_REGION_SIDE), key="annotate.patch"
+        "Patch side (px)",
+        an.REGION_SIDES,
+        index=an.REGION_SIDES.index(min(side, DEFAULT_REGION_SIDE)),
+        key=f"annotate.patch.{side}",
+        help="Each region is cut into whole patches of this side",
     )
     if st.button("Prepare the export", key="annotate.export", icon=":material/inventory_2:"):
         try:

@@ -221,7 +221,7 @@ def test_the_page_asks_for_a_name_then_shows_the_grid_and_the_agreement(slide, a
     at.button(key="annotate.done").click().run()
     assert an.find(slide.id, "ann", GLOMERULI_ID, box).done
     assert any("1 of 4 regions done" in t for t in _texts(at))
-    frames = [f.value for f in at.dataframe]
+    frames = [f.value for f in at.table]
     assert any("dice" in df.columns and (df["first"] == "ann").any() for df in frames), frames
 
 
