@@ -14,7 +14,7 @@ from renal_ldm.classes import by_id
 from renal_ldm.slides.info import SlideFileError, overview
 
 EDITOR = "annotate.editor"  # the open region (app.annotate.Editor)
-NOTICE = "annotate.notice"  # (kind, text) shown once
+NOTICE = "annotate.notice"  # (kind, text): shown until the next action, not only on the next run
 EXPORT = "annotate.export_zip"  # (slide id, zip bytes, summary) ready to download
 MODES = {"Paint": PAINT, "Erase": ERASE}
 
@@ -26,6 +26,11 @@ def _overview(path: str, stamp: tuple[int, int], side: int):
 
 def _say(kind: str, text: str) -> None:
     st.session_state[NOTICE] = (kind, text)
+
+
+def _quiet() -> None:
+    """Forget the last notice: the canvas sends its value on its own, so a notice outlives reruns, not actions."""
+    st.session_state.pop(NOTICE, None)
 
 
 def _save(slide, done: bool | None = None) -> bool:
@@ -55,6 +60,8 @@ def _open(slide, annotator: str, class_id: int, side: int, cell) -> None:
     except (ValueError, OSError) as exc:
         _say("error", str(exc))
         return
+    if st.session_state.get(NOTICE, ("success",))[0] != "success":  # a problem of the region left behind
+        _quiet()
     st.query_params.update({"slide": str(slide.id), "side": str(side), "cell": f"{cell[0]},{cell[1]}"})
 
 
@@ -72,11 +79,13 @@ def _done_and_next(slide, annotator: str, class_id: int, side: int) -> None:
 
 
 def _undo() -> None:
+    _quiet()
     if not an.undo(st.session_state[EDITOR]):
         _say("info", "Nothing to undo.")
 
 
 def _clear() -> None:
+    _quiet()
     an.clear(st.session_state[EDITOR])
 
 
@@ -103,7 +112,7 @@ if not annotator:
     st.info("Type your name to start annotating (masks are stored per annotator).")
     st.stop()
 
-if notice := st.session_state.pop(NOTICE, None):
+if notice := st.session_state.get(NOTICE):
     getattr(st, notice[0])(literal(notice[1]))
 
 listed = sl.list_slides()
@@ -223,6 +232,7 @@ else:
             )
             image_data = getattr(result, "image_data", None) if result is not None else None
             if image_data is not None and an.apply_canvas(editor, image_data, mode):
+                _quiet()
                 st.rerun()
             st.caption(
                 f"{int(editor.mask.sum())} px painted, {editor.components} component(s) · {status}"

@@ -220,6 +220,8 @@ def test_the_page_asks_for_a_name_then_shows_the_grid_and_the_agreement(slide, a
     assert any("x 0-64, y 0-64" in t for t in _texts(at))
     at.button(key="annotate.done").click().run()
     assert an.find(slide.id, "ann", GLOMERULI_ID, box).done
+    at.run()  # the canvas sends its value on its own (a rerun with no action): the notice must stay
+    assert any(shown(s.value).startswith("Saved x 0-64, y 0-64") for s in at.success), [s.value for s in at.success]
     assert any("1 of 4 regions done" in t for t in _texts(at))
     frames = [f.value for f in at.table]
     assert any("dice" in df.columns and (df["first"] == "ann").any() for df in frames), frames

@@ -2,7 +2,8 @@
 reload the page and find the mask as painted, export it, and see the agreement with a second annotator.
 
 The slide is a 128 x 128 px stitched slide (2 x 2 regions of 64 px) registered in the server's database; a
-second annotator ("bob") has already saved a mask of region (0, 0). Waits are for states, never fixed sleeps.
+second annotator ("bob") has already saved a mask of region (0, 0). Waits are for states; the one fixed pause lets
+the canvas settle after the switch to Erase (see there).
 """
 
 from __future__ import annotations
