@@ -111,6 +111,8 @@ def main() -> None:
     cols, rows = parse_grid(args.grid)
     side = cols * args.patch, rows * args.patch
     decoded = side[0] * side[1] * 3
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         t = time.perf_counter()

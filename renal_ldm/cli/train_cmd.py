@@ -74,6 +74,12 @@ def register(subparsers) -> None:
     p.add_argument("--text-encoder", help="minilm (default for demo/tiny) or plip:PATH")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start a new run from this trained model's weights (its autoencoder, latent scale and text encoder "
+        "come with it, so no --vae); fresh optimizer and warm-up",
+    )
+    p.add_argument(
         "--checkpoint-every",
         type=int,
         default=LDM.checkpoint_every,
@@ -202,6 +208,7 @@ def run_train(args: argparse.Namespace) -> int:
             text_encoder=args.text_encoder,
             settings=settings,
             resume=args.resume,
+            init_from=args.init_from,
             data_fingerprint=fingerprint,
             log=lambda msg: print(msg, file=sys.stderr),
         )

@@ -18,6 +18,10 @@ Run directory:
         rng_state_<rank>.pt  python, numpy, torch(+CUDA) and the loop's generator state, per process
       model/              the final model (EMA weights when --ema), written when the run finishes
 
+A run may start from another model's weights (init_from, `--init-from`): its UNet, autoencoder, latent scaling
+factor and text encoder are taken as they are, with a fresh optimizer and warm-up, to train a model further on
+new data or with other settings. The final model records where it started (extra.init_from, extra.init_step).
+
 A resumed run gives the same per-step losses as an uninterrupted one with the same seed.
 """
 
@@ -242,6 +246,49 @@ def _compatible_config(config: ModelConfig, vae_model: LatentDiffusionModel) -> 
     return config
 
 
+INIT_KEYS = ("init_from", "init_fingerprint", "init_step")
+"""run.json (and model extra) entries of a run started from another model's weights."""
+
+
+def run_settings_on_disk(run_dir: Path) -> dict[str, Any]:
+    """run.json of run_dir, or {} before the run has written it."""
+    import json
+
+    path = run_dir / RUN_JSON
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _load_init(
+    init_from: str | Path | LatentDiffusionModel, config: ModelConfig | str | None, text_encoder: str | None
+) -> LatentDiffusionModel:
+    """The model a new run starts from, refused where the requested config or text encoder could not use it."""
+    model = init_from if isinstance(init_from, LatentDiffusionModel) else load_model(init_from, require_unet=True)
+    if config is not None:
+        wanted = get_config(config) if isinstance(config, str) else config
+        if wanted.unet != model.config.unet or wanted.noise != model.config.noise:
+            raise ValueError(
+                f"--init-from {model.path} has model config {model.config.name!r}, whose UNet or noise schedule "
+                f"differs from --config {wanted.name!r}; omit --config to keep the model's own"
+            )
+    if text_encoder is not None and text_encoder != model.text_encoder:
+        raise ValueError(
+            f"--init-from {model.path} was trained with text encoder {model.text_encoder!r}, not {text_encoder!r}: "
+            "its cross-attention expects that encoder's states; omit --text-encoder"
+        )
+    return model
+
+
+def _init_record(run_dir: Path, init: LatentDiffusionModel | None) -> dict[str, Any]:
+    """run.json entries naming the model a new run starts from ({} for a run from scratch or a resume)."""
+    if init is None:
+        return {}
+    return {
+        "init_from": str(init.path) if init.path else None,
+        "init_fingerprint": init.fingerprint,
+        "init_step": int(init.extra.get("init_step", 0)) + int(init.extra.get("step", 0)),
+    }
+
+
 def _run_settings(
     config: ModelConfig,
     encoder_spec: str,
@@ -281,6 +328,7 @@ def train_ldm(
     text_encoder: str | None = None,
     settings: LDMTrainSettings | None = None,
     resume: bool = False,
+    init_from: str | Path | LatentDiffusionModel | None = None,
     data_fingerprint: str | None = None,
     log: Callable[[str], None] = print,
 ) -> LDMTrainResult:
@@ -290,6 +338,8 @@ def train_ldm(
     vae: an autoencoder (or LDM) checkpoint directory or a loaded model; on resume it may be omitted.
     config: named config or ModelConfig whose autoencoder must equal the VAE's (default: the VAE's config).
     text_encoder: "minilm" or "plip:PATH" (default: the config's).
+    init_from: a trained LDM checkpoint whose weights a new run starts from (it carries its own autoencoder,
+        so vae must be omitted); ignored when the run already has a checkpoint to resume.
     """
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
@@ -325,6 +375,13 @@ def train_ldm(
                 )
         vae_fingerprint = resumed.extra.get("vae_fingerprint")
         vae_path = resumed.extra.get("vae")
+    elif init_from is not None:
+        if vae is not None:
+            raise ValueError("--init-from starts from a model that carries its own autoencoder; omit --vae")
+        resumed = _load_init(init_from, config, text_encoder)
+        vae_model = resumed
+        vae_fingerprint = resumed.extra.get("vae_fingerprint") or resumed.fingerprint
+        vae_path = resumed.extra.get("vae") or (str(resumed.path) if resumed.path else None)
     else:
         if vae is None:
             raise ValueError(
@@ -334,6 +391,7 @@ def train_ldm(
         resumed = None
         vae_fingerprint = vae_model.fingerprint
         vae_path = str(vae_model.path) if vae_model.path else None
+    init_extra = _init_record(run_dir, resumed if init_from is not None and not has_checkpoint else None)
 
     if config is None:
         config = resumed.config if resumed is not None else vae_model.config
@@ -343,7 +401,11 @@ def train_ldm(
     check_image_size(size, config.size_multiple, "LDM training")
     config = dataclasses.replace(config, image_size=size, text_encoder=spec)
     _compatible_config(config, vae_model)
-    if settings.scale_latents:
+    if resumed is not None and (settings.scale_latents or init_extra):
+        # measured when the run (or the model it starts from) started: its UNet was trained on latents so scaled
+        scale = resumed.config.autoencoder.scaling_factor
+        config = dataclasses.replace(config, autoencoder=dataclasses.replace(config.autoencoder, scaling_factor=scale))
+    elif settings.scale_latents:
         if resumed is not None:
             scale = resumed.config.autoencoder.scaling_factor  # measured when the run started
         else:
@@ -360,6 +422,7 @@ def train_ldm(
 
     run = _run_settings(config, spec, context_dim, settings, data_fingerprint, vae_model, accelerator.num_processes)
     run["vae"], run["vae_fingerprint"] = vae_path, vae_fingerprint
+    run.update(init_extra)
     if has_checkpoint:
         _check_resume(run_dir, run)
     elif main:
@@ -419,6 +482,10 @@ def train_ldm(
     if ema is not None:
         ema.to(device)
 
+    # Where the weights started, kept through resumes (run.json holds it from the first call).
+    saved_run = run_settings_on_disk(run_dir) if main else {}
+    lineage = {k: saved_run[k] for k in INIT_KEYS if saved_run.get(k) is not None}
+
     metrics = MetricsLog(run_dir / METRICS, enabled=main)
     if main:
         if has_checkpoint:
@@ -443,7 +510,7 @@ def train_ldm(
                 context_dim,
                 data_fingerprint,
                 noise_scheduler,
-                extra={"step": step, "ema": False, "vae": vae_path, "vae_fingerprint": vae_fingerprint},
+                extra={"step": step, "ema": False, "vae": vae_path, "vae_fingerprint": vae_fingerprint, **lineage},
             )
             torch.save(
                 {
@@ -548,6 +615,7 @@ def train_ldm(
                 "vae_fingerprint": vae_fingerprint,
                 "final_loss": history[-1]["loss"] if history else None,
                 "settings": dataclasses.asdict(settings),
+                **lineage,
             },
             guidance=settings.guidance,
         )

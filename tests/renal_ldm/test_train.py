@@ -113,6 +113,49 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(vae_dir, tmp_path):
     assert model.unet is not None and model.config.image_size == 32
 
 
+def test_init_from_starts_a_new_run_from_a_trained_models_weights(vae_dir, tmp_path):
+    data = TinyTissue(flips=False)
+    settings = _settings(max_steps=4, lr=2e-3, flip=False, scale_latents=True)
+    base = train_ldm(data, tmp_path / "base", vae=vae_dir, settings=settings, log=lambda m: None)
+    base_model = load_model(base.model_dir)
+
+    # One step at a tiny learning rate: the new run starts where the base model ended, not from scratch.
+    tuned = train_ldm(
+        data,
+        tmp_path / "tuned",
+        init_from=base.model_dir,
+        settings=_settings(max_steps=1, lr=1e-9, warmup_steps=0, flip=False),
+        log=lambda m: None,
+    )
+    tuned_model = load_model(tuned.model_dir)
+    wa, wb = base_model.unet.state_dict(), tuned_model.unet.state_dict()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+    # The latent scale the base UNet learnt on comes along (not re-measured, not reset to 1).
+    assert tuned_model.config.autoencoder.scaling_factor == base_model.config.autoencoder.scaling_factor != 1.0
+    extra = read_manifest(tuned.model_dir)["extra"]
+    assert extra["init_from"] == str(base.model_dir) and extra["init_step"] == 4 and extra["step"] == 1
+    assert extra["init_fingerprint"] == base_model.fingerprint
+    assert extra["vae_fingerprint"] == read_manifest(base.model_dir)["extra"]["vae_fingerprint"]
+
+    # A resume keeps the lineage; a model of another kind, or an autoencoder beside it, is refused by name.
+    train_ldm(
+        data,
+        tmp_path / "tuned",
+        settings=_settings(max_steps=2, lr=1e-9, warmup_steps=0, flip=False),
+        resume=True,
+        log=lambda m: None,
+    )
+    assert read_manifest(tmp_path / "tuned" / "model")["extra"]["init_step"] == 4
+    with pytest.raises(ValueError, match="omit --vae"):
+        train_ldm(data, tmp_path / "x", init_from=base.model_dir, vae=vae_dir, settings=settings, log=print)
+    with pytest.raises(ValueError, match="expected a latent diffusion model"):
+        train_ldm(data, tmp_path / "y", init_from=vae_dir, settings=settings, log=print)
+    with pytest.raises(ValueError, match="text encoder"):
+        train_ldm(
+            data, tmp_path / "z", init_from=base.model_dir, text_encoder="plip:/nowhere", settings=settings, log=print
+        )
+
+
 def test_fp16_is_refused_with_the_reason(vae_dir, tmp_path):
     with pytest.raises(ValueError) as err:
         train_ldm(TinyTissue(), tmp_path / "run", vae=vae_dir, settings=_settings(mixed_precision="fp16"))
