@@ -93,9 +93,11 @@ def start_caption_accuracy(
     scheduler: str = "dpmpp",
     seed: int = 0,
     size: int | None = None,
+    min_component_px: int = 0,
     created_by: str | None = None,
 ) -> Started:
-    """Sample n images of a caption from a model, judge them with a segmenter (the reference's Table 5.1)."""
+    """Sample n images of a caption from a model, judge them with a segmenter (the reference's Table 5.1);
+    predicted specks under min_component_px are dropped first (renal_ldm.evaluate.remove_specks)."""
     from renal_ldm.evaluate import sample_for_evaluation
 
     segmenter_dir = check_folder(segmenter_dir, "segmenter")
@@ -112,6 +114,7 @@ def start_caption_accuracy(
         "seed": int(seed),
         "size": size,
         "segmenter": segmenter_dir,
+        "min_component_px": int(min_component_px),
     }
 
     def work(folder: Path, progress: Progress, cancel: threading.Event) -> dict:
@@ -139,6 +142,7 @@ def start_caption_accuracy(
         result = evaluate_captions(
             folder / "samples",
             segmenter_dir,
+            min_component_px=int(min_component_px),
             masks_dir=folder / "masks",
             progress=lambda done, total: progress("judging", done, total),
             cancel=cancel,

@@ -246,6 +246,7 @@ class CaptionAccuracy:
     samples_dir: str | None = None
     segmenter: str | None = None
     notes: tuple[str, ...] = ()
+    min_component_px: int = 0
     judged: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -354,6 +355,7 @@ class CaptionAccuracy:
             "renal_ldm_version": __version__,
             "samples_dir": self.samples_dir,
             "segmenter": {"path": self.segmenter, "classes": self.segmenter_classes},
+            "min_component_px": self.min_component_px,
             "n_samples": self.n,
             "judged_classes": list(self.judged),
             "notes": list(self.notes),
@@ -409,21 +411,55 @@ def load_judge(path: str | Path, *, device=None):
     return load_segmenter(path, device=device or "cpu")
 
 
+def remove_specks(mask: np.ndarray, min_px: int) -> tuple[np.ndarray, int]:
+    """The label mask with every connected component (8-connected) of a captioned class smaller than `min_px`
+    pixels set to 0 (white background, never captioned), and how many components that removed.
+
+    Why: the caption rule mentions a class for any pixel of it, and a segmenter's stray pixels are not
+    structures. Measured on held-out phantoms judged by models/segmenter-phantom (scripts/evaluate_demo_model.py,
+    compositions): the judge alone finds glomeruli in 63% of phantoms that have none, 10% with specks under 32 px
+    removed, and its per-class exact-level accuracy against the phantoms' own captions rises from 0.60 to 0.75.
+    Fractions of the other classes are unchanged (they are shares of all pixels, background included).
+    """
+    from scipy import ndimage
+
+    if min_px <= 1:
+        return mask, 0
+    out = np.array(mask, copy=True)
+    removed = 0
+    eight = np.ones((3, 3), bool)
+    for cls in CAPTIONED_CLASSES:
+        components, n = ndimage.label(out == cls.id, structure=eight)
+        if n == 0:
+            continue
+        sizes = np.bincount(components.ravel(), minlength=n + 1)
+        small = np.flatnonzero(sizes < min_px)
+        small = small[small > 0]
+        if small.size:
+            out[np.isin(components, small)] = 0
+            removed += int(small.size)
+    return out, removed
+
+
 def evaluate_captions(
     samples_dir: str | Path,
     segmenter,
     *,
     min_samples: int = MIN_SAMPLES,
+    min_component_px: int = 0,
     masks_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> CaptionAccuracy:
     """Judge every sample of a `renal-ldm sample` folder with a segmenter (a Segmenter or its folder).
 
-    masks_dir, when given, receives each predicted label mask as <sample stem>.png (values 0..7), which
-    `renal-ldm caption --mask` reads. progress(done, total) is called after every sample; cancel is checked
-    before each one (EvaluationCancelled).
+    min_component_px > 1 drops predicted specks smaller than that before captioning (remove_specks; 0, the
+    default, is the reference's rule: any pixel counts). masks_dir, when given, receives each predicted label
+    mask (after that) as <sample stem>.png (values 0..7), which `renal-ldm caption --mask` reads.
+    progress(done, total) is called after every sample; cancel is checked before each one (EvaluationCancelled).
     """
+    if isinstance(min_component_px, bool) or not isinstance(min_component_px, int) or min_component_px < 0:
+        raise ValueError(f"minimum component size must be a whole number of pixels >= 0; got {min_component_px!r}")
     samples = read_sample_folder(samples_dir, min_samples=min_samples)  # before loading anything heavy
     segmenter_path = None
     if isinstance(segmenter, (str, Path)):
@@ -437,6 +473,7 @@ def evaluate_captions(
         masks_dir = Path(masks_dir)
         masks_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    specks = 0
     for done, sample in enumerate(samples, start=1):
         if cancel is not None and cancel.is_set():
             raise EvaluationCancelled(f"caption accuracy cancelled after {done - 1} of {len(samples)} samples")
@@ -447,12 +484,19 @@ def evaluate_captions(
                 f"the segmenter returned a {mask.shape[1]}x{mask.shape[0]} mask for the {_size_text(sample.size)} "
                 f"image {sample.image.name}; expected the image's size"
             )
+        mask, removed = remove_specks(mask, min_component_px)
+        specks += removed
         if masks_dir is not None:
             Image.fromarray(mask.astype(np.uint8), mode="L").save(masks_dir / f"{sample.image.stem}.png")
         rows.append(judge_mask(sample.image.name, sample.caption, sample.requested, mask))
         if progress is not None:
             progress(done, len(samples))
     notes = []
+    if min_component_px > 1:
+        notes.append(
+            f"predicted components under {min_component_px} px were dropped before captioning ({specks} in "
+            f"{len(samples)} samples); the reference counted every pixel"
+        )
     if judged != ALL_CLASSES:
         notes.append(
             f"the segmenter tells {GLOMERULI} from the rest only (classes={classes!r}): only {GLOMERULI} is "
@@ -464,6 +508,7 @@ def evaluate_captions(
         samples_dir=str(samples_dir),
         segmenter=segmenter_path,
         notes=tuple(notes),
+        min_component_px=min_component_px,
     )
 
 

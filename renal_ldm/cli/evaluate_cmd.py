@@ -28,6 +28,14 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     p.add_argument("--save-masks", action="store_true", help="also write the predicted label masks to OUT/masks/")
     p.add_argument("--min-samples", type=int, default=None, help="refuse folders with fewer samples (default: 5)")
+    p.add_argument(
+        "--min-component",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="drop predicted specks (components) under PX pixels before captioning; 32 suits the shipped phantom "
+        "segmenter at 128 px (default 0: every pixel counts, the reference's rule)",
+    )
     g = p.add_argument_group("sampling first (with --model)")
     what = g.add_mutually_exclusive_group()
     what.add_argument("--caption", help="caption text, \\n for line breaks (default: the study's generating caption)")
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             samples_dir,
             segmenter,
             min_samples=min_samples,
+            min_component_px=args.min_component,
             masks_dir=out / evaluate.MASKS_DIR if args.save_masks else None,
             progress=progress,
         )

@@ -97,6 +97,25 @@ def _mask(glomeruli: float, sclerotic: float, side: int = 100) -> np.ndarray:
     return flat.reshape(side, side)
 
 
+def test_specks_under_the_minimum_are_dropped_and_structures_kept():
+    mask = np.full((64, 64), OTHER_TISSUE_ID, np.uint8)
+    mask[10:30, 10:30] = GLOMERULI_ID  # a structure: 400 px
+    mask[50, 50] = GLOMERULI_ID  # a one-pixel speck
+    mask[40:42, 5:8] = SCLEROTIC_GLOMERULI_ID  # a 6 px speck of another class
+    mask[60, 60], mask[61, 61] = GLOMERULI_ID, GLOMERULI_ID  # diagonal neighbours: one 2 px component
+    before = caption_to_levels(evaluate.judge_mask("m.png", "", {}, mask).predicted_caption)
+    assert before["Sclerotic Glomeruli"] == "low"
+
+    cleaned, removed = evaluate.remove_specks(mask, 8)
+    assert removed == 3
+    assert (cleaned[10:30, 10:30] == GLOMERULI_ID).all() and cleaned[50, 50] == cleaned[60, 60] == 0
+    assert not (cleaned == SCLEROTIC_GLOMERULI_ID).any()
+    assert ((cleaned == OTHER_TISSUE_ID) == (mask == OTHER_TISSUE_ID)).all()  # other classes untouched
+    assert mask[50, 50] == GLOMERULI_ID  # the input is not changed
+    assert evaluate.remove_specks(mask, 0) == (mask, 0)
+    assert evaluate.remove_specks(mask, 401)[0][20, 20] == 0  # a component smaller than the minimum goes too
+
+
 def test_combined_glomeruli_count_both_kinds_together():
     """Table 5.1c: the fraction of both kinds together gives the level; none only with neither kind."""
     masks = [_mask(0.15, 0.15), _mask(0.0, 0.0), _mask(0.1, 0.0), _mask(0.0, 0.3), _mask(0.3, 0.2)]
@@ -314,6 +333,27 @@ def test_a_segmenter_that_learnt_the_phantoms_recovers_their_captions(sample_dir
     assert len(masks) == 8
     assert np.asarray(Image.open(masks[0])).max() <= 7
     assert (out / evaluate.CHART_TABLE_5_1).is_file()
+
+
+def test_min_component_drops_specks_from_the_judged_masks(sample_dir, phantom_segmenter, tmp_path, capsys):
+    from scipy import ndimage
+
+    out = tmp_path / "report"
+    args = ["evaluate-captions", "--samples", str(sample_dir), "--segmenter", str(phantom_segmenter)]
+    code = main([*args, "--out", str(out), "--save-masks", "--min-component", "16", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / evaluate.REPORT_JSON).read_text())
+    assert report["min_component_px"] == 16
+    assert any("under 16 px were dropped" in note for note in report["notes"])
+    assert "under 16 px were dropped" in (out / evaluate.REPORT_MARKDOWN).read_text()
+    for path in (out / evaluate.MASKS_DIR).glob("*.png"):
+        mask = np.asarray(Image.open(path))
+        for label in range(1, 8):
+            components, n = ndimage.label(mask == label, structure=np.ones((3, 3)))
+            assert n == 0 or np.bincount(components.ravel())[1:].min() >= 16, (path.name, label)
+
+    code = main([*args, "--out", str(tmp_path / "bad"), "--min-component", "-3", "--no-progress"])
+    assert code == 2 and "-3" in capsys.readouterr().err
 
 
 def test_a_glomeruli_segmenter_judges_glomeruli_only(sample_dir, tmp_path_factory, one_torch_thread, tmp_path, capsys):
