@@ -7,11 +7,17 @@
 2. Level sweep: --per-caption samples for every captioned class at low, medium and high alone ("Class=level",
    the other classes absent so requested "none"): per-class exact-level accuracy over every class at every
    level, and the share of samples the segmenter finds glomeruli in when the caption names none
-   (OUT/sweep/caption_accuracy.md).
+   (OUT/sweep/caption_accuracy.md). One-class captions ask for tissue no phantom shows: every phantom has
+   interstitium ("other kidney tissue") and at least one more class, so none of the training captions has
+   fewer than two class sentences and "none" of interstitium is out of reach for any model of this data.
+2b. Composition sweep: the full captions of held-out phantoms (seeds outside the training set), --per-cell for
+   every class at every level (a phantom whose own mask puts that class at that level), one sample each; the
+   same judge on those phantoms themselves gives the ceiling the judge allows (OUT/compositions/).
 3. Artefacts (renal_ldm.artifacts): latent-grid and window-grid edge ratios and the frame ratio of samples at
    128 and 256 px, beside fresh phantoms of the same sizes.
-4. Realism: `renal-ldm realism` of the generating and sweep samples against as many fresh phantoms (seeds
-   outside the training set), at 128 px.
+4. Realism: `renal-ldm realism` of every sample judged above against as many fresh phantoms (seeds outside the
+   training set), at 128 px.
+--parts picks a subset; --guidance overrides the model's recommended guidance.
 Writes OUT/summary.json and prints it.
 """
 
@@ -25,9 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from renal_ldm.artifacts import edge_ratio, frame_ratio
-from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, levels_to_caption
+from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import evaluate_captions, load_judge, write_caption_report
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
@@ -35,13 +42,45 @@ from renal_ldm.phantom import generate_dataset, generate_phantom
 from renal_ldm.sample import Sampler, SampleRequest, write_samples
 
 GLOMERULI = "Glomeruli"
-PHANTOM_SEED = 900_000  # far from the demo data set's seeds 1000..6999
+PHANTOM_SEED = 900_000  # far from the demo data sets' seeds (1000..12999)
+PARTS = ("generating", "sweep", "compositions", "artefacts", "realism")
 
 
-def sample_into(sampler: Sampler, folder: Path, caption: str, n: int, seed: int, size: int, steps: int) -> float:
-    started = time.perf_counter()
-    write_samples(sampler.sample(SampleRequest(caption=caption, n=n, seed=seed, steps=steps, size=size)), folder)
-    return time.perf_counter() - started
+def level_summary(result) -> dict:
+    """Per-class exact-level accuracy, its mean, and how often glomeruli are found unasked / asked for a lot."""
+    exact = {c.name: result.exact_level_accuracy(c.name) for c in CAPTIONED_CLASSES}
+    unasked = [r for r in result.rows if r.requested[GLOMERULI] == NONE]
+    high = [r for r in result.rows if r.requested[GLOMERULI] == HIGH]
+    return {
+        "n": len(result.rows),
+        "exact_level_accuracy": exact,
+        "mean_exact_level_accuracy": float(np.mean(list(exact.values()))),
+        "glomeruli_found_when_not_asked": float(np.mean([r.predicted[GLOMERULI] != NONE for r in unasked])),
+        "n_not_asked": len(unasked),
+        "glomeruli_found_when_asked_high": float(np.mean([r.predicted[GLOMERULI] != NONE for r in high])),
+    }
+
+
+def held_out_phantoms_per_cell(per_cell: int, pool: int = 3000) -> list[tuple[int, object]]:
+    """(seed, phantom) pairs: for every captioned class and level, the first `per_cell` held-out phantoms (in seed
+    order, each used once) whose own caption puts that class at that level."""
+    phantoms = [(PHANTOM_SEED + k, generate_phantom(128, seed=PHANTOM_SEED + k)) for k in range(pool)]
+    levels = [(seed, p, caption_to_levels(p.caption)) for seed, p in phantoms]
+    chosen, used = [], set()
+    for cls in CAPTIONED_CLASSES:
+        for level in LEVELS:
+            cell = [(s, p) for s, p, lv in levels if lv.get(cls.name, NONE) == level and s not in used][:per_cell]
+            used.update(s for s, _ in cell)
+            chosen += cell
+    return chosen
+
+
+def write_phantom_as_sample(folder: Path, seed: int, phantom) -> None:
+    """A phantom as a `renal-ldm sample`-style file pair (PNG + sidecar with its own caption), for the judge."""
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(phantom.image).save(folder / f"phantom_{seed}.png")
+    sidecar = {"caption": phantom.caption, "size": phantom.image.shape[0], "phantom_seed": seed}
+    (folder / f"phantom_{seed}.json").write_text(json.dumps(sidecar))
 
 
 def main() -> int:
@@ -51,9 +90,23 @@ def main() -> int:
     parser.add_argument("--out", default="runs/demo-eval")
     parser.add_argument("--n", type=int, default=200, help="samples for the generating caption")
     parser.add_argument("--per-caption", type=int, default=8, help="samples per caption of the level sweep")
+    parser.add_argument("--per-cell", type=int, default=6, help="phantom captions per class and level (2b)")
     parser.add_argument("--artefact-n", type=int, default=16, help="samples (and phantoms) per size for artefacts")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, help="default: the model's recommended guidance")
+    parser.add_argument(
+        "--min-component",
+        type=int,
+        default=32,
+        help="judge with predicted specks under this many px dropped (renal_ldm.evaluate.remove_specks); every "
+        "figure is also given with every pixel counted (the reference's rule), under *_every_pixel",
+    )
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if parts - set(PARTS):
+        print(f"unknown --parts {sorted(parts - set(PARTS))}; expected some of {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"{out} is not empty; choose another --out", file=sys.stderr)
@@ -61,86 +114,97 @@ def main() -> int:
     sampler = Sampler.from_dir(args.model)
     judge = load_judge(args.segmenter)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
-    summary["guidance"] = SampleRequest(caption="").validated(sampler.model).guidance
+    summary["min_component_px"] = args.min_component
+    summary["guidance"] = SampleRequest(caption="", guidance=args.guidance).validated(sampler.model).guidance
+
+    def sample_into(folder: Path, caption: str, n: int, seed: int, size: int) -> float:
+        started = time.perf_counter()
+        request = SampleRequest(caption=caption, n=n, seed=seed, steps=args.steps, size=size, guidance=args.guidance)
+        write_samples(sampler.sample(request), folder)
+        return time.perf_counter() - started
+
+    judged_folders = []
+
+    def judge_folder(folder: Path, report: Path):
+        """(specks dropped, every pixel counted) results; the first one's report goes to `report`."""
+        clean = evaluate_captions(folder, judge, min_component_px=args.min_component)
+        write_caption_report(clean, report)
+        return clean, evaluate_captions(folder, judge)
 
     # 1. The generating caption.
-    took = sample_into(sampler, out / "generating" / "samples", GENERATING_CAPTION, args.n, 0, 128, args.steps)
-    generating = evaluate_captions(out / "generating" / "samples", judge)
-    write_caption_report(generating, out / "generating")
-    summary["generating"] = {
-        "n": args.n,
-        "sampling_s": round(took, 1),
-        "mentions_glomeruli": generating.mentions_glomeruli,
-        "table_5_1": generating.table_5_1(),
-    }
+    if "generating" in parts:
+        took = sample_into(out / "generating" / "samples", GENERATING_CAPTION, args.n, 0, 128)
+        generating, every_pixel = judge_folder(out / "generating" / "samples", out / "generating")
+        judged_folders.append(out / "generating" / "samples")
+        summary["generating"] = {
+            "n": args.n,
+            "sampling_s": round(took, 1),
+            "mentions_glomeruli": generating.mentions_glomeruli,
+            "table_5_1": generating.table_5_1(),
+            "exact_level_accuracy": level_summary(generating)["exact_level_accuracy"],
+        }
+        summary["generating_every_pixel"] = {
+            "mentions_glomeruli": every_pixel.mentions_glomeruli,
+            "table_5_1": every_pixel.table_5_1(),
+            "exact_level_accuracy": level_summary(every_pixel)["exact_level_accuracy"],
+        }
 
-    # 2. Every class at every level.
-    sweep_dir = out / "sweep" / "samples"
-    seed = 10_000
-    for cls in CAPTIONED_CLASSES:
-        for level in LEVELS:
-            sample_into(
-                sampler, sweep_dir, levels_to_caption({cls.name: level}), args.per_caption, seed, 128, args.steps
-            )
-            seed += args.per_caption
-    sweep = evaluate_captions(sweep_dir, judge)
-    write_caption_report(sweep, out / "sweep")
-    exact = {c.name: sweep.exact_level_accuracy(c.name) for c in CAPTIONED_CLASSES}
-    unasked = [r for r in sweep.rows if r.requested[GLOMERULI] == NONE]
-    summary["sweep"] = {
-        "n": len(sweep.rows),
-        "exact_level_accuracy": exact,
-        "mean_exact_level_accuracy": float(np.mean(list(exact.values()))),
-        "glomeruli_found_when_not_asked": float(np.mean([r.predicted[GLOMERULI] != NONE for r in unasked])),
-        "glomeruli_found_when_asked_high": float(
-            np.mean([r.predicted[GLOMERULI] != NONE for r in sweep.rows if r.requested[GLOMERULI] == HIGH])
-        ),
-    }
+    # 2. Every class at every level, one-class captions.
+    if "sweep" in parts:
+        sweep_dir = out / "sweep" / "samples"
+        seed = 10_000
+        for cls in CAPTIONED_CLASSES:
+            for level in LEVELS:
+                sample_into(sweep_dir, levels_to_caption({cls.name: level}), args.per_caption, seed, 128)
+                seed += args.per_caption
+        sweep, every_pixel = judge_folder(sweep_dir, out / "sweep")
+        judged_folders.append(sweep_dir)
+        summary["sweep"] = level_summary(sweep)
+        summary["sweep_every_pixel"] = level_summary(every_pixel)
+
+    # 2b. Every class at every level, in compositions phantoms really have; the judge's ceiling on the phantoms.
+    if "compositions" in parts:
+        chosen = held_out_phantoms_per_cell(args.per_cell)
+        comp_dir = out / "compositions"
+        for k, (seed_k, phantom) in enumerate(chosen):
+            sample_into(comp_dir / "samples", phantom.caption, 1, 20_000 + k, 128)
+            write_phantom_as_sample(comp_dir / "phantoms", seed_k, phantom)
+        summary["compositions"] = {"n": len(chosen)}
+        summary["compositions_every_pixel"] = {"n": len(chosen)}
+        for name in ("samples", "phantoms"):
+            result, every_pixel = judge_folder(comp_dir / name, comp_dir / f"report_{name}")
+            summary["compositions"][name] = level_summary(result)
+            summary["compositions_every_pixel"][name] = level_summary(every_pixel)
+        judged_folders.append(comp_dir / "samples")
 
     # 3. Block pattern and frame, samples against phantoms.
-    artefacts = {}
-    for size in (128, 256):
+    if "artefacts" in parts:
+        artefacts = {}
         caption = levels_to_caption({GLOMERULI: HIGH})
-        samples = [r.array for r in sampler.sample(SampleRequest(caption=caption, n=args.artefact_n, size=size))]
-        phantoms = [np.asarray(generate_phantom(size, seed=PHANTOM_SEED + k).image) for k in range(args.artefact_n)]
-        row = {}
-        for name, images in (("samples", samples), ("phantoms", phantoms)):
-            row[name] = {
-                "latent_grid_4px": edge_ratio(images, 4),
-                "frame_4px": frame_ratio(images, 4),
-            }
-            if size > 128:
-                row[name]["window_grid_64px"] = edge_ratio(images, 64)
-        artefacts[size] = row
-    summary["artefacts"] = artefacts
+        for size in (128, 256):
+            samples = [r.array for r in sampler.sample(SampleRequest(caption=caption, n=args.artefact_n, size=size))]
+            phantoms = [np.asarray(generate_phantom(size, seed=PHANTOM_SEED + k).image) for k in range(args.artefact_n)]
+            row = {}
+            for name, images in (("samples", samples), ("phantoms", phantoms)):
+                row[name] = {"latent_grid_4px": edge_ratio(images, 4), "frame_4px": frame_ratio(images, 4)}
+                if size > 128:
+                    row[name]["window_grid_64px"] = edge_ratio(images, 64)
+            artefacts[size] = row
+        summary["artefacts"] = artefacts
 
-    # 4. Realism against fresh phantoms.
-    n_real = len(generating.rows) + len(sweep.rows)
-    generate_dataset(out / "phantoms", n_real, size=128, seed=PHANTOM_SEED, workers=2)
-    synthetic = out / "synthetic"
-    synthetic.mkdir()
-    for folder in (out / "generating" / "samples", sweep_dir):
-        for png in folder.glob("*.png"):
-            (synthetic / f"{folder.parent.name}_{png.name}").symlink_to(png.resolve())
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "renal_ldm",
-            "realism",
-            "--real",
-            str(out / "phantoms"),
-            "--synthetic",
-            str(synthetic),
-            "--out",
-            str(out / "realism"),
-            "--size",
-            "128",
-            "--no-progress",
-        ],
-        check=True,
-    )
-    summary["realism"] = json.loads((out / "realism" / "realism.json").read_text())
+    # 4. Realism of every judged sample against as many fresh phantoms.
+    if "realism" in parts and judged_folders:
+        synthetic = out / "synthetic"
+        synthetic.mkdir()
+        for folder in judged_folders:
+            for png in folder.glob("*.png"):
+                (synthetic / f"{folder.parent.name}_{png.name}").symlink_to(png.resolve())
+        n_real = len(list(synthetic.iterdir()))
+        generate_dataset(out / "phantoms", n_real, size=128, seed=PHANTOM_SEED + 100_000, workers=2)
+        command = [sys.executable, "-m", "renal_ldm", "realism", "--real", str(out / "phantoms")]
+        command += ["--synthetic", str(synthetic), "--out", str(out / "realism"), "--size", "128", "--no-progress"]
+        subprocess.run(command, check=True)
+        summary["realism"] = json.loads((out / "realism" / "realism.json").read_text())
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "realism"}, indent=2, default=str))
