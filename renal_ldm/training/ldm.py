@@ -278,7 +278,7 @@ def _load_init(
     return model
 
 
-def _init_record(run_dir: Path, init: LatentDiffusionModel | None) -> dict[str, Any]:
+def _init_record(init: LatentDiffusionModel | None) -> dict[str, Any]:
     """run.json entries naming the model a new run starts from ({} for a run from scratch or a resume)."""
     if init is None:
         return {}
@@ -391,7 +391,7 @@ def train_ldm(
         resumed = None
         vae_fingerprint = vae_model.fingerprint
         vae_path = str(vae_model.path) if vae_model.path else None
-    init_extra = _init_record(run_dir, resumed if init_from is not None and not has_checkpoint else None)
+    init_extra = _init_record(resumed if init_from is not None and not has_checkpoint else None)
 
     if config is None:
         config = resumed.config if resumed is not None else vae_model.config
@@ -679,12 +679,11 @@ def _check_settings(settings: LDMTrainSettings) -> None:
 
 
 def _check_resume(run_dir: Path, run: dict[str, Any]) -> None:
-    path = run_dir / RUN_JSON
-    if not path.is_file():
-        return
     import json
 
-    saved = json.loads(path.read_text())
+    saved = run_settings_on_disk(run_dir)
+    if not saved:
+        return
     # JSON turns tuples into lists; compare through a JSON round trip.
     now = json.loads(json.dumps(run, default=str))
     diffs = [k for k in RESUME_KEYS if k in saved and saved.get(k) != now.get(k)]

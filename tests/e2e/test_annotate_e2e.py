@@ -135,7 +135,8 @@ def test_paint_erase_save_reload_export_and_agreement(server, page):
 
     page.reload()
     wait_for_app(page)
-    expect(page.get_by_text("Region x 0-64, y 0-64")).to_be_visible()
+    # a reload rebuilds the session (sign-in cookie, slide, region): slower than a rerun on a loaded CI machine
+    expect(page.get_by_text("Region x 0-64, y 0-64")).to_be_visible(timeout=20_000)
     expect(painted_caption(page)).to_contain_text(f"{int(mask.sum())} px painted, 2 component(s) · in progress · saved")
     again, mask_after = saved_mask(server)
     assert again.revision == found.revision and (mask_after == mask).all()
