@@ -23,6 +23,7 @@ from app import background
 from app.background import BackgroundJob, Progress
 from db import repository as repo
 from renal_ldm.captions import caption_to_levels
+from renal_ldm.evaluate import PHANTOM_SPECK_PX  # noqa: F401  (re-exported: the Evaluate page's specks hint)
 from renal_ldm.paths import data_subdir, resolve_in_home, shipped_segmenters
 
 EVALUATIONS_DIR = "evaluations"

@@ -44,8 +44,9 @@ with st.form("evaluate.form"):
             min_value=0,
             max_value=10_000,
             value=0,
-            help="0 counts every predicted pixel, as the reference did; 32 suits the shipped phantom segmenter at "
-            "128 px (its stray pixels otherwise mention glomeruli in 63% of phantoms that have none; 3% at 32 px)",
+            help=f"0 counts every predicted pixel, as the reference did; {ev.PHANTOM_SPECK_PX} suits the shipped "
+            "phantom segmenter at 128 px (its stray pixels otherwise mention glomeruli in 63% of phantoms that have "
+            "none; 3% with that minimum)",
         )
     elif kind == ev.REALISM:
         real = st.text_input("Real images (folder on the server)")

@@ -71,6 +71,9 @@ REFERENCE_SCLEROTIC_ONLY = 3.60
 REFERENCE_GLOMERULI_ONLY_OF_MENTIONS = 4.2
 """The reference's "in only 4.2% of those images [mentioning glomeruli] were the glomeruli deemed not sclerotic"."""
 
+PHANTOM_SPECK_PX = 32
+"""The --min-component measured for the shipped phantom segmenter at 128 px (see remove_specks)."""
+
 MIN_SAMPLES = 5
 """Fewest samples a caption-accuracy run accepts: percentages of fewer say nothing."""
 

@@ -36,7 +36,7 @@ from PIL import Image
 from renal_ldm.artifacts import edge_ratio, frame_ratio
 from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
-from renal_ldm.evaluate import evaluate_captions, load_judge, write_caption_report
+from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
 from renal_ldm.phantom import generate_dataset, generate_phantom
 from renal_ldm.sample import Sampler, SampleRequest, write_samples
@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument(
         "--min-component",
         type=int,
-        default=32,
+        default=PHANTOM_SPECK_PX,
         help="judge with predicted specks under this many px dropped (renal_ldm.evaluate.remove_specks); every "
         "figure is also given with every pixel counted (the reference's rule), under *_every_pixel",
     )

@@ -33,8 +33,8 @@ def register(subparsers) -> None:
         type=int,
         default=0,
         metavar="PX",
-        help="drop predicted specks (components) under PX pixels before captioning; 32 suits the shipped phantom "
-        "segmenter at 128 px (default 0: every pixel counts, the reference's rule)",
+        help="drop predicted specks (components) under PX pixels before captioning; the README gives the value "
+        "measured for the shipped phantom segmenter (default 0: every pixel counts, the reference's rule)",
     )
     g = p.add_argument_group("sampling first (with --model)")
     what = g.add_mutually_exclusive_group()
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from renal_ldm import evaluate
     from renal_ldm.cli.sample_cmd import caption_from_args
 
+    if args.min_component < 0:  # before any sampling, not after it
+        raise ValueError(f"--min-component must be a whole number of pixels >= 0; got {args.min_component}")
     min_samples = evaluate.MIN_SAMPLES if args.min_samples is None else args.min_samples
     if min_samples < 1:
         raise ValueError(f"--min-samples must be >= 1; got {min_samples}")
