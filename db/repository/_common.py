@@ -15,8 +15,12 @@ class NotFoundError(LookupError, ValueError):
 
 
 def new_token(nbytes: int = 24) -> str:
-    """An unguessable URL-safe token (survey links, resume links, public item ids)."""
-    return secrets.token_urlsafe(nbytes)
+    """An unguessable URL-safe token (survey links, resume links, public item ids) that never starts with "-":
+    the CSV exports neutralise a leading "-" as a spreadsheet formula (renal_ldm.csv_cells), which would show
+    the id as '-... there (1 token in 64 did)."""
+    while (token := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return token
 
 
 def clean_name(value: object, what: str) -> str:

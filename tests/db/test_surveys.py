@@ -116,3 +116,14 @@ def test_import_responses_all_or_nothing(db_url):
         (1, 2, "real"),
     ]
     assert repo.get_survey(survey.id, url=db_url).finished_count == 2
+
+
+def test_tokens_never_start_with_a_csv_formula_character(monkeypatch):
+    """A leading "-" would be neutralised as a formula in the CSV exports ('-... in a spreadsheet)."""
+    import secrets
+
+    from db.repository._common import new_token
+
+    drawn = iter(["-starts-with-minus", "_fine-token"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert new_token(12) == "_fine-token"
