@@ -113,6 +113,18 @@ def library_samples(home, n: int, size: int) -> list[int]:
     return ids
 
 
+def served_image(page, base_url: str, attempts: int = 3) -> bytes:
+    """The bytes of the image on screen, fetched as the browser would. Read once the script run is over: a run
+    still going can redraw the image under a new media address, and Streamlit drops the old one (404)."""
+    for _ in range(attempts):
+        wait_for_app(page)
+        src = page.locator("[data-testid='stImage'] img").first.get_attribute("src")
+        response = page.request.get(src if src.startswith("http") else base_url + src)
+        if response.ok:
+            return response.body()
+    raise AssertionError(f"the image on screen ({src}) answered {response.status} {attempts} times")
+
+
 def test_a_participant_who_leaves_the_survey_reaches_nothing_else(browser, accounts_env):
     from app.survey_admin import create_survey_from_files
     from app.survey_files import library_files
@@ -137,8 +149,7 @@ def test_a_participant_who_leaves_the_survey_reaches_nothing_else(browser, accou
     for number in (1, 2):
         page.get_by_text(f"{number} / 4", exact=True).wait_for()
         # The image the participant's browser received: its bytes are not any Library image's bytes.
-        src = page.locator("[data-testid='stImage'] img").first.get_attribute("src")
-        served = page.request.get(src if src.startswith("http") else accounts_env.url + src).body()
+        served = served_image(page, accounts_env.url)
         assert served[:8] == b"\x89PNG\r\n\x1a\n" and served not in library_bytes
         time.sleep(0.5)  # the double-click guard ignores clicks within 0.4 s of an image being drawn
         page.get_by_role("button", name="Real", exact=True).click()
