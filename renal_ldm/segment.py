@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from renal_ldm import __version__
@@ -564,16 +565,28 @@ class _Examples:
 
 
 def _random_crop(
-    image, mask, config: SegmenterConfig, out_size: int, gen: torch.Generator, flips: bool, rotations: bool = False
+    image,
+    mask,
+    config: SegmenterConfig,
+    out_size: int,
+    gen: torch.Generator,
+    flips: bool,
+    rotations: bool = False,
+    scale_jitter: float = 0.0,
 ):
-    """A random output-size crop of the mask and its mirror-padded window of the image, flipped and rotated alike."""
+    """A random output-size crop of the mask and its mirror-padded window of the image, rescaled, flipped and
+    rotated alike."""
     pad = config.padding_per_side
     height, width = mask.shape
     top = int(torch.randint(0, max(height - out_size, 0) + 1, (1,), generator=gen))
     left = int(torch.randint(0, max(width - out_size, 0) + 1, (1,), generator=gen))
-    # mirror beyond the patch, as whole-image inference does
-    window = mirror_window(image, top - pad, left - pad, out_size + 2 * pad, out_size + 2 * pad)
-    target = mirror_window(mask, top, left, out_size, out_size)
+    if scale_jitter > 0:
+        bound = math.log1p(scale_jitter)
+        scale = math.exp((float(torch.rand(1, generator=gen)) * 2 - 1) * bound)
+        window, target = _scaled_windows(image, mask, top, left, out_size, pad, scale)
+    else:  # mirror beyond the patch, as whole-image inference does
+        window = mirror_window(image, top - pad, left - pad, out_size + 2 * pad, out_size + 2 * pad)
+        target = mirror_window(mask, top, left, out_size, out_size)
     if flips:
         horizontal, vertical = (torch.rand(2, generator=gen) < 0.5).tolist()
         if horizontal:
@@ -584,6 +597,30 @@ def _random_crop(
         turns = int(torch.randint(0, 4, (1,), generator=gen))
         window, target = np.rot90(window, turns), np.rot90(target, turns)
     return np.ascontiguousarray(window), np.ascontiguousarray(target)
+
+
+def _scaled_windows(image, mask, top: int, left: int, out_size: int, pad: int, scale: float):
+    """The crop at (top, left) magnified by `scale` about its centre: the image window (out_size + 2 pad) by
+    bilinear and the mask (out_size) by nearest resampling from the same mirror-padded source, so they stay
+    aligned; scale > 1 shows tissue larger than it is."""
+    from PIL import Image
+
+    in_size = out_size + 2 * pad
+    cy, cx = top + out_size / 2, left + out_size / 2
+    half_in, half_out = in_size / (2 * scale), out_size / (2 * scale)
+    y0, x0 = math.floor(cy - half_in) - 1, math.floor(cx - half_in) - 1
+    side = math.ceil(2 * half_in) + 3
+    source = mirror_window(image, y0, x0, side, side)
+    labels = mirror_window(mask, y0, x0, side, side)
+
+    def box(half: float) -> tuple[float, float, float, float]:
+        return (cx - half - x0, cy - half - y0, cx + half - x0, cy + half - y0)
+
+    window = Image.fromarray(np.ascontiguousarray(source)).resize((in_size, in_size), Image.BILINEAR, box=box(half_in))
+    target = Image.fromarray(np.ascontiguousarray(labels)).resize(
+        (out_size, out_size), Image.NEAREST, box=box(half_out)
+    )
+    return np.asarray(window), np.asarray(target)
 
 
 def stain_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -722,6 +759,9 @@ def train_segmenter(
     torch.manual_seed(settings.seed)
     net = ValidUNet(config)
     optimizer = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    ema = (
+        AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True) if settings.ema else None
+    )
     gen = torch.Generator().manual_seed(settings.seed)
     history: list[EpochMetrics] = []
     best: dict[str, Any] = {"epoch": 0, "score": math.inf, "since": 0}
@@ -733,13 +773,19 @@ def train_segmenter(
                 f"{config.to_dict()}"
             )
         net.load_state_dict(saved["model"])
+        saved_ema = saved.get("settings_ema", 0.0)
+        if saved_ema != settings.ema:
+            raise ValueError(f"{out_dir} was trained with --ema {saved_ema}; resume with the same, not {settings.ema}")
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         optimizer.load_state_dict(saved["optimizer"])
         gen.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
         history = [EpochMetrics(**h) for h in saved["history"]]
         best = saved["best"]
         log(f"train-segmenter: resuming {out_dir} after epoch {len(history)}")
-    segmenter = Segmenter(config, net)
+    judged = net if ema is None else ema.module  # what validation scores and the checkpoint holds
+    segmenter = Segmenter(config, judged)
     fingerprint = dataset_fingerprint(train_set)
 
     def score(m: EpochMetrics) -> float:
@@ -768,7 +814,10 @@ def train_segmenter(
             losses = []
             for step, (lo, hi) in enumerate(_batches(len(order), settings.batch_size)):
                 crops = [
-                    _random_crop(*train[i], config, crop, gen, settings.flips, settings.rotations) for i in order[lo:hi]
+                    _random_crop(
+                        *train[i], config, crop, gen, settings.flips, settings.rotations, settings.scale_jitter
+                    )
+                    for i in order[lo:hi]
                 ]
                 x = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
                 x = stain_jitter(x, settings.stain_jitter, gen)
@@ -781,6 +830,8 @@ def train_segmenter(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(net)
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             val_loss, counter = _evaluate(segmenter, val, settings.val_tile)
@@ -789,9 +840,8 @@ def train_segmenter(
             improved = score(metrics) < best["score"] - settings.min_delta
             if improved:
                 best = {"epoch": epoch, "score": score(metrics), "since": 0}
-                _write_segmenter(
-                    out_dir, net, _manifest(config, settings, metrics, fingerprint, crop, len(train_set), len(val_set))
-                )
+                manifest = _manifest(config, settings, metrics, fingerprint, crop, len(train_set), len(val_set))
+                _write_segmenter(out_dir, judged, manifest)
             else:
                 best["since"] += 1
             stopped_early = best["since"] >= settings.patience
@@ -802,6 +852,8 @@ def train_segmenter(
                     "config": config.to_dict(),
                     "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "ema": None if ema is None else ema.state_dict(),
+                    "settings_ema": settings.ema,
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "history": [h.to_dict() for h in history],

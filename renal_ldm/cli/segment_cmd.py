@@ -67,6 +67,19 @@ def register(subparsers) -> None:
         "%(default)s: off; 0.1 is mild)",
     )
     p.add_argument(
+        "--scale-jitter",
+        type=float,
+        default=TRAIN.scale_jitter,
+        help="magnify every crop by a factor drawn log-uniformly from [1/(1+S), 1+S] (default %(default)s: off)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=TRAIN.ema,
+        help="decay of an exponential moving average of the weights, per step; validation and the checkpoint use "
+        "the average (default %(default)s: off; 0.995 averages over about 200 steps)",
+    )
+    p.add_argument(
         "--crop",
         type=positive_int,
         default=TRAIN.crop,
@@ -172,6 +185,8 @@ def run_train(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule,
         rotations=args.rotations,
         stain_jitter=args.stain_jitter,
+        ema=args.ema,
+        scale_jitter=args.scale_jitter,
         crop=args.crop,
         crops_per_image=args.crops_per_image,
         val_fraction=args.val_fraction,

@@ -233,6 +233,38 @@ def test_resume_continues_the_run_exactly(small_phantoms, tmp_path):
         train_segmenter(train, val, tmp_path / "split", config=other, settings=_quick(resume=True), log=lambda m: None)
 
 
+def test_ema_checkpoint_holds_the_averaged_weights_and_resumes_exactly(small_phantoms, tmp_path):
+    """--ema: validation and the saved weights are the moving average (not the last optimizer step's weights);
+    a resumed EMA run ends where a straight one does; resuming with another decay is refused."""
+    data = PatchDataset(small_phantoms, return_mask=True, flips=False)
+    train, val = torch.utils.data.Subset(data, [0, 1, 2, 3]), torch.utils.data.Subset(data, [4, 5])
+    config = SegmenterConfig(classes="glomeruli", base_channels=4, depth=2)
+    every_epoch = dict(monitor="val_loss", min_delta=-1e9)  # every epoch counts as "best": the last one is saved
+    straight = train_segmenter(
+        train, val, tmp_path / "straight", config=config, settings=_quick(ema=0.9, **every_epoch), log=lambda m: None
+    )
+    state = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=False)
+    saved = load_segmenter(tmp_path / "straight").net.state_dict()
+    averaged = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    assert all(torch.equal(saved[k], averaged[k]) for k in saved)
+    assert any(not torch.equal(saved[k], state["model"][k]) for k in saved if saved[k].is_floating_point())
+
+    quick = dict(ema=0.9, **every_epoch)
+    train_segmenter(
+        train, val, tmp_path / "split", config=config, settings=_quick(epochs=2, **quick), log=lambda m: None
+    )
+    resumed = train_segmenter(
+        train, val, tmp_path / "split", config=config, settings=_quick(resume=True, **quick), log=lambda m: None
+    )
+    assert [h.to_dict() for h in resumed.history] == [h.to_dict() for h in straight.history]
+    with pytest.raises(ValueError, match="--ema 0.9"):
+        train_segmenter(
+            train, val, tmp_path / "split", config=config, settings=_quick(resume=True, epochs=6), log=lambda m: None
+        )
+    with pytest.raises(ValueError, match="ema must be a decay"):
+        SegmenterTrainSettings(ema=1.0)
+
+
 def test_early_stopping_ends_the_run(small_phantoms, tmp_path):
     data = PatchDataset(small_phantoms, return_mask=True, flips=False)
     config = SegmenterConfig(classes="all", base_channels=2, depth=1)

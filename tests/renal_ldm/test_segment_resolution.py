@@ -237,3 +237,37 @@ def test_cli_downsample_and_augmentation_flags(phantoms, tmp_path, capsys):
     image = sorted((phantoms / "images").glob("*.png"))[0]
     assert main(["segment", "--segmenter", str(run), "--input", str(image), "--out", str(out)]) == 0
     assert load_mask(out).shape == (45, 45)
+
+
+def test_scale_jitter_magnifies_image_and_mask_alike():
+    """Labels in 10 px blocks, coded into channel 0 of the image and positions into channels 1-2: after a jittered
+    crop the window's centre still shows the crop's mask (bar the blurred block borders), and the magnification
+    (the position gradient per pixel) varies between crops within the asked range."""
+    from scipy.ndimage import binary_dilation
+
+    from renal_ldm.segmentation.config import named_config
+
+    config = named_config("tiny", "all")
+    rng = np.random.default_rng(1)
+    mask = np.kron(rng.integers(0, 8, (12, 10)), np.ones((10, 10), int)).astype(np.uint8)
+    yy, xx = np.mgrid[:120, :100]
+    image = np.stack([mask * 30, yy * 2, xx * 2], axis=-1).astype(np.uint8)
+    gen = torch.Generator().manual_seed(0)
+    pad, out = config.padding_per_side, config.valid_output_size(24)
+    steps = []
+    for _ in range(32):
+        window, target = _random_crop(image, mask, config, out, gen, flips=False, scale_jitter=0.5)
+        assert window.shape == (out + 2 * pad, out + 2 * pad, 3) and target.shape == (out, out)
+        centre = window[pad : pad + out, pad : pad + out].astype(int)
+        wrong = np.abs(centre[..., 0] - target.astype(int) * 30) > 15
+        labels = np.pad(target.astype(int), 1, mode="edge")
+        edge = np.zeros_like(wrong)
+        for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):  # a pixel whose 4-neighbour has another label
+            edge |= labels[dy : dy + out, dx : dx + out] != target
+        near_edge = binary_dilation(edge, np.ones((3, 3), bool))  # resampling may put a border 1 px off
+        near_edge[[0, -1]] = near_edge[:, [0, -1]] = True  # a border just outside the crop is not in `target`
+        assert not (wrong & ~near_edge).any() and wrong.mean() < 0.25
+        steps.append((centre[-1, :, 1].mean() - centre[0, :, 1].mean()) / (out - 1) / 2)  # image px per crop px
+    assert 1 / 1.5 - 0.05 < min(steps) < 0.85 and 1.2 < max(steps) < 1.5 + 0.05
+    with pytest.raises(ValueError, match="scale_jitter"):
+        SegmenterTrainSettings(scale_jitter=1.0)
