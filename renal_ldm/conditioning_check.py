@@ -16,6 +16,7 @@ import torch
 from renal_ldm.models.build import uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
+from renal_ldm.training.ldm import diffusion_target
 
 DEFAULT_TIMESTEPS = (100, 300, 500, 700, 900)
 
@@ -72,6 +73,7 @@ def conditioning_check(
     )
     noise = torch.randn(latents.shape, generator=generator)
     alphas = model.noise_scheduler.alphas_cumprod
+    prediction = model.config.noise.prediction_type
 
     def loss(texts: Sequence[str], t: int) -> float:
         total = 0.0
@@ -83,8 +85,9 @@ def conditioning_check(
             states = torch.cat([encoder.encode([c]) for c in chunk])
             labels = torch.cat([encoder.pool([c]) for c in chunk]) if pooled else None
             steps = torch.full((len(chunk),), t, dtype=torch.long)
-            eps = model.unet(noisy, steps, encoder_hidden_states=states, class_labels=labels).sample
-            total += float(((eps - noise[part]) ** 2).mean()) * len(chunk)
+            out = model.unet(noisy, steps, encoder_hidden_states=states, class_labels=labels).sample
+            target = diffusion_target(prediction, latents[part], noise[part], a)
+            total += float(((out - target) ** 2).mean()) * len(chunk)
         return total / len(latents)
 
     empty = [UNCONDITIONAL_CAPTION] * len(captions)

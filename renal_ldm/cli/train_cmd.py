@@ -12,7 +12,7 @@ import os
 import sys
 
 from renal_ldm.cli._args import positive_int
-from renal_ldm.models.configs import MODEL_CONFIGS, AutoencoderTrainSettings, LDMTrainSettings
+from renal_ldm.models.configs import MODEL_CONFIGS, PREDICTION_TYPES, AutoencoderTrainSettings, LDMTrainSettings
 
 LDM, VAE = LDMTrainSettings(), AutoencoderTrainSettings()  # the defaults of every option below
 
@@ -116,6 +116,12 @@ def register(subparsers) -> None:
         help="min-SNR loss weighting with this gamma, e.g. 5 (default: plain epsilon MSE, as the reference)",
     )
     p.add_argument(
+        "--prediction",
+        choices=PREDICTION_TYPES,
+        help="what the UNet predicts, for a new run: the noise or v (default: the config's, epsilon; a resumed or "
+        "--init-from run keeps its own); recorded in the model's config, which the samplers follow",
+    )
+    p.add_argument(
         "--scale-latents",
         action="store_true",
         help="train on latents / std, the std measured on the data (LDM paper); recorded in the model's config",
@@ -194,6 +200,7 @@ def run_train(args: argparse.Namespace) -> int:
         flip=not args.no_flip,
         snr_gamma=args.snr_gamma,
         scale_latents=args.scale_latents,
+        prediction=args.prediction,
         guidance=args.guidance,
         seed=args.seed,
         num_workers=args.workers,

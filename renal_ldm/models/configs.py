@@ -63,6 +63,7 @@ class LDMTrainSettings:
     mixed_precision: str = "no"
     snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al. 2023), e.g. 5.0; None: plain epsilon MSE
     scale_latents: bool = False  # measure the latents' std on the data and train on latents / std (LDM paper)
+    prediction: str | None = None  # a PREDICTION_TYPES name for a new run; None: the config's (or the run's)
     guidance: float | None = None  # recommended guidance scale written into the model's manifest
     seed: int = 0
     num_workers: int = 0
@@ -138,6 +139,11 @@ class NoiseScheduleConfig:
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "epsilon"
 
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+"""What the UNet predicts (diffusers' names): the noise, or v = sqrt(a) noise - sqrt(1 - a) x0 (Salimans & Ho 2022).
+With epsilon, the loss at high noise barely depends on the clean image, so the caption has little to teach there;
+v asks for the clean image's layout at high noise, where a composition is decided."""
 
 MAX_SAMPLING_STEPS = NoiseScheduleConfig().num_train_timesteps - 1
 """Most denoising steps a request may ask for: DDIM's reference spacing ("leading", steps_offset 1) reaches

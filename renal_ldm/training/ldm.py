@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 
 from renal_ldm.models.build import build_noise_scheduler, build_unet, uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
-from renal_ldm.models.configs import LDMTrainSettings, ModelConfig, get_config
+from renal_ldm.models.configs import PREDICTION_TYPES, LDMTrainSettings, ModelConfig, get_config
 from renal_ldm.models.manifest import RUN_CHECKPOINT_MODEL, RUN_MODEL
 from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
 from renal_ldm.training.common import (
@@ -101,24 +101,39 @@ def diffusion_loss(
     noisy: torch.Tensor,
     timesteps: torch.Tensor,
     context: torch.Tensor,
-    noise: torch.Tensor,
+    target: torch.Tensor,
     pooled: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE, per-sample weighted when weights (B,) are given (a module-level function so tests
-    can inject a NaN). pooled: the caption embedding for a UNet with a caption-embedding path."""
+    """MSE between the UNet's output and `target` (the noise, or v: see diffusion_target), per-sample weighted when
+    weights (B,) are given (a module-level function so tests can inject a NaN). pooled: the caption embedding for a
+    UNet with a caption-embedding path."""
     pred = unet(noisy, timesteps, encoder_hidden_states=context, class_labels=pooled).sample
     if weights is None:
-        return F.mse_loss(pred.float(), noise.float())
-    per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+        return F.mse_loss(pred.float(), target.float())
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return (per_sample * weights).mean()
 
 
-def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """min(SNR, gamma) / SNR per sample, the min-SNR weighting for epsilon prediction (Hang et al. 2023):
-    the many nearly noise-free timesteps, whose epsilon is hard to see and easy to overfit, stop dominating."""
+def diffusion_target(
+    prediction_type: str, latents: torch.Tensor, noise: torch.Tensor, alphas_cumprod_t: torch.Tensor
+) -> torch.Tensor:
+    """What the UNet learns to output for noisy = sqrt(a) latents + sqrt(1 - a) noise: the noise ("epsilon") or
+    v = sqrt(a) noise - sqrt(1 - a) latents ("v_prediction", Salimans & Ho 2022; diffusers' get_velocity)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        a = alphas_cumprod_t
+        return a.sqrt() * noise - (1 - a).sqrt() * latents
+    raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {', '.join(PREDICTION_TYPES)}")
+
+
+def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float, prediction_type: str = "epsilon") -> torch.Tensor:
+    """Min-SNR loss weights (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) /
+    (SNR + 1) for v prediction (the same weight on the clean image's error): the many nearly noise-free
+    timesteps, whose target is hard to see and easy to overfit, stop dominating."""
     snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
-    return snr.clamp(max=gamma) / snr
+    return snr.clamp(max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
 
 
 def encode_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
@@ -401,6 +416,8 @@ def train_ldm(
     check_image_size(size, config.size_multiple, "LDM training")
     config = dataclasses.replace(config, image_size=size, text_encoder=spec)
     _compatible_config(config, vae_model)
+    config = _with_prediction(config, settings.prediction, resumed, starts_from_init=bool(init_extra))
+    prediction = config.noise.prediction_type
     if resumed is not None and (settings.scale_latents or init_extra):
         # measured when the run (or the model it starts from) started: its UNet was trained on latents so scaled
         scale = resumed.config.autoencoder.scaling_factor
@@ -557,9 +574,10 @@ def train_ldm(
             timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
             a = alphas_cumprod[timesteps].view(b, 1, 1, 1)
             noisy = (a.sqrt() * latents + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
-            weights = min_snr_weights(a.view(b), settings.snr_gamma) if settings.snr_gamma else None
+            weights = min_snr_weights(a.view(b), settings.snr_gamma, prediction) if settings.snr_gamma else None
+            target = diffusion_target(prediction, latents, noise, a)
             with accelerator.autocast():
-                loss = diffusion_loss(unet, noisy, timesteps, context, noise, pooled, weights)
+                loss = diffusion_loss(unet, noisy, timesteps, context, target, pooled, weights)
             loss_value = float(accelerator.reduce(loss.detach().float(), "mean"))
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(_diverged_message("loss", loss_value, step + 1, run_dir, last_saved))
@@ -659,6 +677,18 @@ def _diverged_message(what: str, value: float, step: int, run_dir: Path, last_sa
     return f"training stopped: the {what} became {value} at step {step}; {kept}"
 
 
+def _with_prediction(
+    config: ModelConfig, asked: str | None, resumed: LatentDiffusionModel | None, *, starts_from_init: bool
+) -> ModelConfig:
+    """The config with the prediction type the run trains: the one asked for, else the resumed (or initial)
+    model's, else the config's. A model's weights learnt one parameterization, so --init-from keeps it."""
+    had = resumed.config.noise.prediction_type if resumed is not None else config.noise.prediction_type
+    wanted = asked or had
+    if starts_from_init and wanted != had:
+        raise ValueError(f"--prediction {wanted} differs from the --init-from model's {had}; its weights predict {had}")
+    return dataclasses.replace(config, noise=dataclasses.replace(config.noise, prediction_type=wanted))
+
+
 def _check_settings(settings: LDMTrainSettings) -> None:
     if settings.max_steps < 1:
         raise ValueError(f"max steps must be >= 1; got {settings.max_steps}")
@@ -674,6 +704,8 @@ def _check_settings(settings: LDMTrainSettings) -> None:
         raise ValueError(f"warm-up steps must be >= 0; got {settings.warmup_steps}")
     if settings.snr_gamma is not None and not (math.isfinite(settings.snr_gamma) and settings.snr_gamma > 0):
         raise ValueError(f"min-SNR gamma must be a finite number > 0; got {settings.snr_gamma}")
+    if settings.prediction is not None and settings.prediction not in PREDICTION_TYPES:
+        raise ValueError(f"prediction must be one of {', '.join(PREDICTION_TYPES)}; got {settings.prediction!r}")
     if settings.guidance is not None and not (math.isfinite(settings.guidance) and settings.guidance >= 0):
         raise ValueError(f"recommended guidance must be a finite number >= 0; got {settings.guidance}")
 

@@ -18,7 +18,7 @@ from renal_ldm.models.manifest import MANIFEST, recommended_guidance
 from renal_ldm.sample import DEFAULT_GUIDANCE, Sampler, SampleRequest
 from renal_ldm.text import get_text_encoder
 from renal_ldm.training import train_ldm
-from renal_ldm.training.ldm import LatentCache, measure_latent_std, min_snr_weights
+from renal_ldm.training.ldm import LatentCache, diffusion_target, measure_latent_std, min_snr_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,6 +45,51 @@ def test_min_snr_weights_cap_the_low_noise_steps_and_leave_the_noisy_ones():
     assert weights[0] == pytest.approx(5.0 / 999.0, rel=1e-4)
     assert weights[1] == pytest.approx(5.0 / 9.0, rel=1e-4)
     assert weights[2:].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_v_target_is_diffusers_velocity_and_its_min_snr_weight_is_over_snr_plus_one():
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0195)
+    latents, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 250, 600, 999])
+    a = scheduler.alphas_cumprod[t].view(4, 1, 1, 1)
+    assert torch.allclose(
+        diffusion_target("v_prediction", latents, noise, a), scheduler.get_velocity(latents, noise, t), atol=1e-6
+    )
+    assert diffusion_target("epsilon", latents, noise, a) is noise
+    with pytest.raises(ValueError, match="v_prediction"):
+        diffusion_target("x0", latents, noise, a)
+    alphas = torch.tensor([0.9, 0.01])  # SNR 9, ~0.0101
+    snr = alphas / (1 - alphas)
+    assert min_snr_weights(alphas, 5.0, "v_prediction").tolist() == pytest.approx(
+        (torch.minimum(snr, torch.tensor(5.0)) / (snr + 1)).tolist()
+    )
+
+
+def test_a_v_prediction_run_records_it_samples_with_it_and_keeps_it(vae_dir, tiny_model_dir, tmp_path):
+    """--prediction v_prediction: the model's config and its samplers' schedules say v; a resume without the flag
+    keeps v; starting from an epsilon model's weights with v is refused."""
+    run = tmp_path / "run"
+    data = TinyTissue(flips=False)
+    train_ldm(data, run, vae=vae_dir, settings=_settings(prediction="v_prediction"), log=lambda m: None)
+    model = load_model(run / "model")
+    assert model.config.noise.prediction_type == "v_prediction"
+    assert model.noise_scheduler.config.prediction_type == "v_prediction"
+    image = Sampler(model, device="cpu").sample(SampleRequest(caption=CAPTIONS[1], n=1, steps=3))[0].array
+    assert image.shape == (32, 32, 3) and image.std() > 0
+    resumed = train_ldm(data, run, settings=_settings(max_steps=6), resume=True, log=lambda m: None)
+    assert resumed.step == 6 and load_model(run / "model").config.noise.prediction_type == "v_prediction"
+    with pytest.raises(ValueError, match="init-from model's epsilon"):
+        train_ldm(
+            data,
+            tmp_path / "from-eps",
+            init_from=tiny_model_dir,
+            settings=_settings(prediction="v_prediction"),
+            log=lambda m: None,
+        )
+    with pytest.raises(ValueError, match="prediction must be one of"):
+        train_ldm(data, tmp_path / "bad", vae=vae_dir, settings=_settings(prediction="x0"), log=lambda m: None)
 
 
 def test_scale_latents_records_one_over_the_measured_std_and_resume_keeps_it(vae_dir, tmp_path):
