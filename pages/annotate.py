@@ -162,7 +162,8 @@ if editor is not None and not an.editor_fits(editor, slide, annotator, class_id,
 if editor is None and (cell := an.cell_from_text(st.query_params.get("cell"))) is not None and chosen.problem is None:
     try:
         st.session_state[EDITOR] = editor = an.open_editor(slide, annotator, class_id, an.region(slide, side, *cell))
-    except (ValueError, OSError):
+    except (ValueError, OSError) as exc:  # say why the linked region did not open, rather than ignore the link
+        st.warning(literal(f"The region in this page's address (cell {cell[0]},{cell[1]}) did not open: {exc}"))
         editor = None
 
 if chosen.missing:

@@ -242,3 +242,20 @@ def test_a_signed_in_annotator_paints_under_their_account_name(slide, app_home):
     assert not at.exception, [e.message for e in at.exception]
     assert not [w for w in at.text_input if w.key == "annotate.name"]
     assert any("annotator ann" in t for t in _texts(at))
+
+
+def test_a_reload_reopens_the_region_in_the_address_and_says_why_when_it_cannot(slide, app_home):
+    """A reloaded page has a new session: the open region comes back from the address alone (who, slide, side,
+    cell); a cell outside the slide's grid is named in a warning instead of being ignored."""
+    from streamlit.testing.v1 import AppTest
+
+    box = an.region(slide, SIDE, 1, 0)
+    an.save_mask(slide, "ann", GLOMERULI_ID, box, disc())
+    for cell, expected in (("1,0", "Region x 64-128, y 0-64"), ("5,5", "(cell 5,5) did not open")):
+        at = AppTest.from_file(MAIN, default_timeout=RUN_TIMEOUT)
+        at.run()
+        at.switch_page(ANNOTATE)
+        at.query_params.update({"who": "ann", "slide": str(slide.id), "side": str(SIDE), "cell": cell})
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any(expected in t for t in _texts(at)), _texts(at)

@@ -145,7 +145,11 @@ def test_paint_erase_save_reload_export_and_agreement(server, page):
         # region, though it reopens in isolation. Keep the evidence, then reopen it from the grid: what must hold is
         # that the saved mask comes back as painted.
         screenshot(page, "annotate-after-reload")
-        warnings.warn(f"the region did not reopen after a reload of {url_before} (now {page.url})", stacklevel=1)
+        alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+        warnings.warn(
+            f"the region did not reopen after a reload of {url_before} (now {page.url}; alerts: {alerts})",
+            stacklevel=1,
+        )
         choose(page, "Region side (px, full resolution)", "64")
         page.get_by_role("button", name="Open this region").click()
         wait_for_app(page)
