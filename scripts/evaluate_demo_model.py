@@ -61,6 +61,13 @@ def level_summary(result) -> dict:
     }
 
 
+def planned_judged_samples(parts: set[str], n: int, per_caption: int, per_cell: int) -> int:
+    """How many samples the judged parts (generating, sweep, compositions) write: the realism part's input."""
+    cells = len(CAPTIONED_CLASSES) * len(LEVELS)
+    counts = {"generating": n, "sweep": cells * per_caption, "compositions": cells * per_cell}
+    return sum(count for part, count in counts.items() if part in parts)
+
+
 def held_out_phantoms_per_cell(per_cell: int, pool: int = 3000) -> list[tuple[int, object]]:
     """(seed, phantom) pairs: for every captioned class and level, the first `per_cell` held-out phantoms (in seed
     order, each used once) whose own caption puts that class at that level."""
@@ -111,8 +118,18 @@ def main() -> int:
     if out.exists() and any(out.iterdir()):
         print(f"{out} is not empty; choose another --out", file=sys.stderr)
         return 2
-    sampler = Sampler.from_dir(args.model)
     judge = load_judge(args.segmenter)
+    if "realism" in parts:  # refuse before sampling for minutes: the Frechet distance needs 2 x its width
+        planned = planned_judged_samples(parts, args.n, args.per_caption, args.per_cell)
+        if planned < 2 * judge.feature_dim:
+            print(
+                f"--parts {','.join(sorted(parts))} judges {planned} samples, but the realism part needs at least "
+                f"{2 * judge.feature_dim} (2 x the judge's {judge.feature_dim} features); add sweep or "
+                "compositions, raise --n, or leave realism out",
+                file=sys.stderr,
+            )
+            return 2
+    sampler = Sampler.from_dir(args.model)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
     summary["min_component_px"] = args.min_component
     summary["guidance"] = SampleRequest(caption="", guidance=args.guidance).validated(sampler.model).guidance
@@ -192,7 +209,8 @@ def main() -> int:
             artefacts[size] = row
         summary["artefacts"] = artefacts
 
-    # 4. Realism of every judged sample against as many fresh phantoms.
+    # 4. Realism of every judged sample against as many fresh phantoms (the figures so far are kept first).
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if "realism" in parts and judged_folders:
         synthetic = out / "synthetic"
         synthetic.mkdir()

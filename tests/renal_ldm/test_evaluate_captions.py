@@ -414,3 +414,26 @@ def test_model_is_sampled_first_then_judged(tiny_model_dir, phantom_segmenter, t
     assert "already holds a report" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 2  # nor are its samples mixed with new ones
     assert "already holds 5 samples" in capsys.readouterr().err
+
+
+def test_the_demo_evaluation_refuses_a_realism_part_with_too_few_samples_before_sampling(tmp_path):
+    """scripts/evaluate_demo_model.py: realism needs 2 x the judge's feature width in samples; parts that judge
+    fewer are refused at once (exit 2, the count and what to add named), before minutes of sampling."""
+    import subprocess
+    import sys
+
+    from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER
+
+    if not (SHIPPED_PHANTOM_SEGMENTER / "segmenter.json").is_file():
+        pytest.skip(f"the shipped phantom segmenter is not at {SHIPPED_PHANTOM_SEGMENTER}")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_demo_model.py"
+    out = tmp_path / "eval"
+    done = subprocess.run(
+        [sys.executable, str(script), "--parts", "generating,realism", "--n", "20", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "judges 20 samples" in done.stderr and "at least 256" in done.stderr
+    assert not out.exists()
