@@ -69,18 +69,22 @@ def image_files(folder, prefix: str, fmt: str, n: int, seed: int) -> list[str]:
     return paths
 
 
-def upload(page, index: int, paths: list[str], log: Path | None = None) -> None:
-    """Put files into the index-th file uploader and wait until that uploader shows them all (retried: an upload
+def upload(page, key: str, paths: list[str], log: Path | None = None) -> None:
+    """Put files into the file uploader with widget key `key` and wait until it shows them all (retried: an upload
     that lands while the page is being redrawn can be dropped by the browser, more often on a loaded machine).
-    The last failure says what the uploader showed and how the server's log ends, so a CI failure explains itself."""
+    The uploader is found by its widget key (Streamlit's st-key-<key> class): counting uploaders by position is
+    unreliable once one holds files. The last failure says what the uploader showed and how the server's log ends,
+    so a CI failure explains itself."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     names = [Path(p).name for p in paths]
-    uploader = page.locator("[data-testid='stFileUploader']").nth(index)
+    uploader = page.locator(f".st-key-{key}")
     attempts = 3
     for attempt in range(attempts):
         wait_for_app(page)  # never drop files into a page that is being redrawn
-        uploader.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(paths)
+        with page.expect_file_chooser() as chooser:  # as a person does it: the Upload button, then the dialog
+            uploader.get_by_test_id("stBaseButton-secondary").click()
+        chooser.value.set_files(paths)
         try:
             for name in names:
                 uploader.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
@@ -91,7 +95,7 @@ def upload(page, index: int, paths: list[str], log: Path | None = None) -> None:
                 shown = uploader.inner_text(timeout=5_000) if uploader.count() else "(no uploader on the page)"
                 tail = log.read_text()[-2000:] if log is not None and log.exists() else "(no log)"
                 raise AssertionError(
-                    f"uploader {index} never showed {names} after {attempts} tries; it shows {shown!r}; "
+                    f"uploader {key} never showed {names} after {attempts} tries; it shows {shown!r}; "
                     f"the server's log ends with:\n{tail}"
                 ) from None
 
@@ -177,8 +181,13 @@ def test_create_take_with_reload_and_results_match_sklearn(browser, server_env, 
         page.get_by_label("Title").fill(TITLE)
         page.get_by_label("Title").press("Enter")  # commit the text before the uploads rerun the page
         wait_for_app(page)
-        upload(page, 0, image_files(tmp_path / "real", "real", "JPEG", 3, seed=1), server.log)
-        upload(page, 1, image_files(tmp_path / "synthetic", "synthetic", "PNG", 3, seed=2), server.log)
+        upload(page, "survey_real_files", image_files(tmp_path / "real", "real", "JPEG", 3, seed=1), server.log)
+        upload(
+            page,
+            "survey_synthetic_files",
+            image_files(tmp_path / "synthetic", "synthetic", "PNG", 3, seed=2),
+            server.log,
+        )
         wait_for_app(page)
         page.get_by_role("button", name="Create survey").click()
         page.locator("[data-testid='stAlertContentSuccess']").filter(has_text="Created survey").wait_for()
