@@ -14,6 +14,7 @@ Used by model checkpoints (`models/checkpoint.py`), training checkpoints (`train
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -59,3 +60,16 @@ def write_file_atomically(path: str | Path, text: str, encoding: str = "utf-8") 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_kind_json(path: str | Path, kind: str) -> dict:
+    """A JSON object file whose "kind" is `kind` (a manifest); a ValueError names the file and what it holds."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        found = data.get("kind") if isinstance(data, dict) else None
+        raise ValueError(f"{path}: kind {found!r}; expected {kind!r}")
+    return data

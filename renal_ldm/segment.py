@@ -51,7 +51,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from renal_ldm import __version__
 from renal_ldm.classes import GLOMERULI_ID, NUM_CLASSES, OTHER_TISSUE_ID, by_id
-from renal_ldm.fsutil import write_file_atomically
+from renal_ldm.fsutil import read_kind_json, write_file_atomically
 from renal_ldm.segmentation.config import (
     CLASS_MODES,
     DEFAULT_TILE,
@@ -60,6 +60,7 @@ from renal_ldm.segmentation.config import (
     SegmenterTrainSettings,
     named_config,
 )
+from renal_ldm.segmentation.ensemble import SegmenterEnsemble, is_ensemble, load_ensemble
 
 __all__ = [
     "CLASS_MODES",
@@ -68,12 +69,15 @@ __all__ = [
     "EpochMetrics",
     "Segmenter",
     "SegmenterConfig",
+    "SegmenterEnsemble",
     "SegmenterTrainResult",
     "SegmenterTrainSettings",
     "ValidUNet",
     "dice_score",
+    "labels_from_scores",
     "load_segmenter",
     "named_config",
+    "segmenter_dice",
     "train_segmenter",
 ]
 
@@ -229,6 +233,13 @@ def _labels_from_logits(logits: torch.Tensor, classes: str) -> torch.Tensor:
         positive = logits[:, 0] > 0
         return torch.where(positive, GLOMERULI_ID, OTHER_TISSUE_ID).to(torch.uint8)
     return logits.argmax(dim=1).to(torch.uint8)
+
+
+def labels_from_scores(scores: np.ndarray, classes: str) -> np.ndarray:
+    """(C, H, W) probabilities (`predict_scores`) -> HxW uint8 labels, the rule `predict` applies to logits."""
+    if classes == "glomeruli":
+        return np.where(scores[0] > 0.5, GLOMERULI_ID, OTHER_TISSUE_ID).astype(np.uint8)
+    return scores.argmax(axis=0).astype(np.uint8)
 
 
 class DiceCounter:
@@ -412,13 +423,30 @@ class Segmenter:
         return np.concatenate(out).astype(np.float32)
 
 
-def load_segmenter(path: str | Path, *, device: str | torch.device = "cpu") -> Segmenter:
-    """A segmenter directory written by `train-segmenter`; FileNotFoundError / ValueError say what is wrong."""
+def load_segmenter(path: str | Path, *, device: str | torch.device = "cpu") -> Segmenter | SegmenterEnsemble:
+    """A segmenter directory written by `train-segmenter`, or an ensemble of them (`ensemble-segmenters`);
+    FileNotFoundError / ValueError say what is wrong."""
+    if is_ensemble(path):
+        return load_ensemble(path, device=device)
     return Segmenter.from_dir(path, device=device)
 
 
 def is_segmenter(path: str | Path) -> bool:
-    return (Path(path) / SEGMENTER_MANIFEST).is_file()
+    """A folder `load_segmenter` opens: one trained segmenter, or an ensemble of them."""
+    return (Path(path) / SEGMENTER_MANIFEST).is_file() or is_ensemble(path)
+
+
+def segmenter_dice(segmenter: Segmenter | SegmenterEnsemble, dataset: Dataset, *, tile: int = DEFAULT_TILE):
+    """(pooled Dice, Dice per patch) of whole-patch predictions, as `renal-ldm segment` makes them, against a
+    masked data set at full resolution (PatchDataset(..., return_mask=True))."""
+    pooled, per_patch = DiceCounter(segmenter.config.classes), []
+    examples = _Examples(dataset, cache_mb=0)
+    for i in range(len(examples)):
+        image, mask = examples[i]
+        predicted = segmenter.predict(image, tile=tile)
+        pooled.add(predicted, mask)
+        per_patch.append(dice_score(predicted, mask, segmenter.config.classes))
+    return pooled.dice(), per_patch
 
 
 def read_segmenter_manifest(path: str | Path) -> dict[str, Any]:
@@ -447,13 +475,7 @@ def read_segmenter_manifest(path: str | Path) -> dict[str, Any]:
             f"{path} is not a segmenter: {SEGMENTER_MANIFEST} is missing (train one with `renal-ldm train-segmenter`, "
             "or use models/segmenter-phantom or models/segmenter-glomeruli-pas)"
         )
-    try:
-        manifest = json.loads(manifest_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{manifest_file} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != KIND_SEGMENTER:
-        kind = manifest.get("kind") if isinstance(manifest, dict) else None
-        raise ValueError(f"{manifest_file}: kind {kind!r}; expected {KIND_SEGMENTER!r}")
+    manifest = read_kind_json(manifest_file, KIND_SEGMENTER)
     if not isinstance(manifest.get("config"), dict):
         raise ValueError(f"{manifest_file} lacks the segmenter config")
     return manifest

@@ -121,6 +121,22 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_segment)
 
+    p = subparsers.add_parser(
+        "ensemble-segmenters",
+        help="combine trained segmenters (and magnifications) into one: averaged probabilities",
+    )
+    p.add_argument("--members", nargs="+", required=True, help="segmenter folders (train-segmenter output)")
+    p.add_argument(
+        "--scales",
+        default="1",
+        help="comma-separated magnifications each member also segments the image at, e.g. 0.8,1,1.25 (default 1)",
+    )
+    p.add_argument("--out", required=True, help="new ensemble folder (segmenter_ensemble.json + members/)")
+    p.add_argument("--val-data", help="a masked data set to report the ensemble's and each member's Dice on")
+    add_mask_arguments(p)
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=run_ensemble)
+
 
 def _open_masked(path: str, args: argparse.Namespace):
     from renal_ldm.data.patches import PatchDataset
@@ -272,4 +288,44 @@ def run_segment(args: argparse.Namespace) -> int:
             raise
     where = targets[0] if len(targets) == 1 else out
     print(f"wrote {len(targets)} label mask(s) to {where} ({segmenter.config.classes} classes)")
+    return 0
+
+
+def _parse_scales(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--scales {text!r}: expected comma-separated numbers, e.g. 0.8,1,1.25") from None
+
+
+def _by_patch(dataset, values: list[float]) -> dict[str, float]:
+    return {record.name: round(v, 4) for record, v in zip(dataset.records, values, strict=True)}
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    import json
+
+    from renal_ldm.fsutil import write_file_atomically
+    from renal_ldm.segment import load_segmenter, segmenter_dice
+    from renal_ldm.segmentation.ensemble import ENSEMBLE_MANIFEST, check_scales, write_ensemble
+
+    apply_threads(args.threads)
+    scales = check_scales(_parse_scales(args.scales))
+    val = _open_masked(args.val_data, args) if args.val_data else None  # a bad folder fails before writing
+    extra = {}
+    if val is not None:
+        members = {Path(m).resolve().name: load_segmenter(m) for m in args.members}
+        extra["val_data"] = str(args.val_data)
+        extra["member_val"] = {}
+        for name, member in members.items():
+            dice, per = segmenter_dice(member, val)
+            extra["member_val"][name] = {"dice": round(dice, 4), "per_patch": _by_patch(val, per)}
+            print(f"member {name}: pooled Dice {dice:.3f} ({' '.join(f'{d:.3f}' for d in per)})")
+    ensemble = write_ensemble(args.members, scales, args.out, extra=extra)
+    if val is not None:
+        dice, per = segmenter_dice(ensemble, val)
+        ensemble.manifest["metrics"] = {"val_dice": round(dice, 4), "val_dice_per_patch": _by_patch(val, per)}
+        write_file_atomically(Path(args.out) / ENSEMBLE_MANIFEST, json.dumps(ensemble.manifest, indent=2) + "\n")
+        print(f"ensemble: pooled Dice {dice:.3f} ({' '.join(f'{d:.3f}' for d in per)})")
+    print(f"wrote {args.out}: {len(args.members)} member(s) x scales {', '.join(map(str, scales))}")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_errors import one_line_error
 from PIL import Image
 
 from renal_ldm.cli import main
@@ -25,8 +26,10 @@ from renal_ldm.segment import (
     SegmenterTrainSettings,
     ValidUNet,
     dice_score,
+    is_segmenter,
     load_segmenter,
     mirror_window,
+    segmenter_dice,
     train_segmenter,
 )
 
@@ -313,34 +316,26 @@ def test_cli_trains_a_glomerulus_segmenter_whose_masks_caption_reads(small_phant
     assert "--overwrite" in capsys.readouterr().err
 
 
-def _err(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    return err
-
-
 def test_cli_bad_inputs_exit_2_with_one_line(small_phantoms, tiny_model_dir, tmp_path, capsys):
     no_masks = tmp_path / "no-masks"
     shutil.copytree(small_phantoms / "images", no_masks / "images")
     train = ["train-segmenter", "--classes", "all", "--config", "tiny", "--out", str(tmp_path / "run")]
-    assert "masks/" in _err(capsys, [*train, "--data", str(no_masks)])
+    assert "masks/" in one_line_error(capsys, [*train, "--data", str(no_masks)])
     (tmp_path / "empty").mkdir()
-    assert "images/" in _err(capsys, [*train, "--data", str(tmp_path / "empty")])
-    assert "--classes" in _err(capsys, [*train[:1], *train[3:], "--data", str(small_phantoms)])
-    assert "nothing to resume" in _err(capsys, [*train, "--data", str(small_phantoms), "--resume"])
+    assert "images/" in one_line_error(capsys, [*train, "--data", str(tmp_path / "empty")])
+    assert "--classes" in one_line_error(capsys, [*train[:1], *train[3:], "--data", str(small_phantoms)])
+    assert "nothing to resume" in one_line_error(capsys, [*train, "--data", str(small_phantoms), "--resume"])
 
     image = str(small_phantoms / "images" / "000000.png")
     out = str(tmp_path / "m.png")
-    err = _err(capsys, ["segment", "--segmenter", str(tiny_model_dir), "--input", image, "--out", out])
+    err = one_line_error(capsys, ["segment", "--segmenter", str(tiny_model_dir), "--input", image, "--out", out])
     assert "not a segmenter" in err and "train-segmenter" in err
-    err = _err(capsys, ["segment", "--segmenter", str(tmp_path / "empty"), "--input", image, "--out", out])
+    err = one_line_error(capsys, ["segment", "--segmenter", str(tmp_path / "empty"), "--input", image, "--out", out])
     assert "segmenter.json is missing" in err
-    assert "not found" in _err(
+    assert "not found" in one_line_error(
         capsys, ["segment", "--segmenter", str(tmp_path / "nope"), "--input", image, "--out", out]
     )
-    assert "no images" in _err(
+    assert "no images" in one_line_error(
         capsys, ["segment", "--segmenter", str(tmp_path / "empty"), "--input", str(tmp_path / "empty"), "--out", out]
     )
 
@@ -371,7 +366,7 @@ def test_load_segmenter_refuses_an_ldm_checkpoint_and_broken_folders(tiny_model_
 
 
 def _shipped(path: Path) -> Segmenter:
-    if not (path / "segmenter.json").is_file():
+    if not is_segmenter(path):
         pytest.skip(f"shipped segmenter not found at {path} (train it with scripts/train_segmenters.sh)")
     return load_segmenter(path)
 
@@ -380,10 +375,21 @@ def _shipped(path: Path) -> Segmenter:
 def test_shipped_segmenters_load_and_are_small(path, classes):
     seg = _shipped(path)
     assert seg.config.classes == classes
-    assert sum(f.stat().st_size for f in path.iterdir()) <= 10 * 2**20
+    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) <= 10 * 2**20
     assert (path / "README.md").is_file()
-    manifest = json.loads((path / "segmenter.json").read_text())
-    assert manifest["metrics"]["val_dice"] > 0
+    assert seg.manifest["metrics"]["val_dice"] > 0
+
+
+def test_shipped_glomerulus_segmenter_reaches_its_held_out_dice(kidney_pas_dir, tmp_path):
+    """The issue's bar: pooled Dice >= 0.85 on the four held-out kidney-pas tiles, segmented whole."""
+    seg = _shipped(SHIPPED_GLOMERULI)
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+        for stem in PAS_VAL_TILES:
+            (tmp_path / sub / f"{stem}.png").symlink_to(kidney_pas_dir / sub / f"{stem}.png")
+    held_out = PatchDataset(tmp_path, return_mask=True, flips=False, binary_class="Glomeruli")
+    pooled, per_tile = segmenter_dice(seg, held_out)
+    assert pooled >= 0.85, per_tile  # 0.857 measured (README)
 
 
 def test_shipped_phantom_segmenter_segments_an_unseen_phantom():
@@ -401,7 +407,7 @@ def test_shipped_glomerulus_segmenter_on_a_held_out_kidney_tile(kidney_pas_dir, 
     predicted = np.asarray(Image.open(out))
     assert predicted.shape == (1024, 1024) and set(np.unique(predicted)) <= {4, 6}
     truth = load_mask(kidney_pas_dir / "masks" / f"{stem}.png", binary_class="Glomeruli")
-    assert dice_score(predicted, truth, "glomeruli") > 0.75  # 0.903 measured (README); pooled over 4 tiles 0.815
+    assert dice_score(predicted, truth, "glomeruli") > 0.85  # 0.941 measured (README); pooled over 4 tiles 0.857
     capsys.readouterr()
     assert main(["caption", "--mask", str(out)]) == 0
     assert "Glomeruli" in capsys.readouterr().out
