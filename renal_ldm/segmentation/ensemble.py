@@ -6,7 +6,9 @@ independently trained networks, and of each network run on the image magnified a
 augmentation over scale), is how nnU-Net and most challenge entries steady such models; it needs no new
 training. An ensemble folder holds `segmenter_ensemble.json` and a `members/` folder of ordinary segmenter
 folders (`renal-ldm train-segmenter` output); `renal_ldm.segment.load_segmenter` opens either kind, and an
-ensemble answers `predict`, `predict_scores` and `features` as a single segmenter does.
+ensemble answers `predict`, `predict_scores` and `features` as a single segmenter does. Unlike a single
+segmenter's tiled `predict`, it holds float32 probability planes the size of the image (one for glomeruli, eight
+for all classes), so segment whole slides region by region.
 """
 
 from __future__ import annotations
