@@ -306,26 +306,23 @@ def run_ensemble(args: argparse.Namespace) -> int:
     import json
 
     from renal_ldm.fsutil import write_file_atomically
-    from renal_ldm.segment import load_segmenter, segmenter_dice
+    from renal_ldm.segment import segmenter_dice
     from renal_ldm.segmentation.ensemble import ENSEMBLE_MANIFEST, check_scales, write_ensemble
 
     apply_threads(args.threads)
     scales = check_scales(_parse_scales(args.scales))
     val = _open_masked(args.val_data, args) if args.val_data else None  # a bad folder fails before writing
-    extra = {}
+    ensemble = write_ensemble(args.members, scales, args.out)
     if val is not None:
-        members = {Path(m).resolve().name: load_segmenter(m) for m in args.members}
-        extra["val_data"] = str(args.val_data)
-        extra["member_val"] = {}
-        for name, member in members.items():
+        manifest = ensemble.manifest
+        manifest["val_data"], manifest["member_val"] = str(args.val_data), {}
+        for name, member in zip(manifest["members"], ensemble.members, strict=True):
             dice, per = segmenter_dice(member, val)
-            extra["member_val"][name] = {"dice": round(dice, 4), "per_patch": _by_patch(val, per)}
+            manifest["member_val"][name] = {"dice": round(dice, 4), "per_patch": _by_patch(val, per)}
             print(f"member {name}: pooled Dice {dice:.3f} ({' '.join(f'{d:.3f}' for d in per)})")
-    ensemble = write_ensemble(args.members, scales, args.out, extra=extra)
-    if val is not None:
         dice, per = segmenter_dice(ensemble, val)
-        ensemble.manifest["metrics"] = {"val_dice": round(dice, 4), "val_dice_per_patch": _by_patch(val, per)}
-        write_file_atomically(Path(args.out) / ENSEMBLE_MANIFEST, json.dumps(ensemble.manifest, indent=2) + "\n")
+        manifest["metrics"] = {"val_dice": round(dice, 4), "val_dice_per_patch": _by_patch(val, per)}
+        write_file_atomically(Path(args.out) / ENSEMBLE_MANIFEST, json.dumps(manifest, indent=2) + "\n")
         print(f"ensemble: pooled Dice {dice:.3f} ({' '.join(f'{d:.3f}' for d in per)})")
     print(f"wrote {args.out}: {len(args.members)} member(s) x scales {', '.join(map(str, scales))}")
     return 0

@@ -18,7 +18,6 @@ import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -130,9 +129,7 @@ def load_ensemble(path: str | Path, *, device="cpu") -> SegmenterEnsemble:
     return SegmenterEnsemble(members, manifest.get("scales", [1.0]), manifest=manifest, path=path)
 
 
-def write_ensemble(
-    members: Sequence[str | Path], scales: Sequence[float], out: str | Path, *, extra: dict[str, Any] | None = None
-) -> SegmenterEnsemble:
+def write_ensemble(members: Sequence[str | Path], scales: Sequence[float], out: str | Path) -> SegmenterEnsemble:
     """Copy the member segmenter folders into OUT/members/ and write OUT/segmenter_ensemble.json.
 
     The members are opened first, so a wrong folder or mixed classes fail before anything is written; an existing
@@ -163,7 +160,6 @@ def write_ensemble(
         "member_val_dice": {
             name: member.manifest.get("metrics", {}).get("val_dice") for name, member in zip(names, opened, strict=True)
         },
-        **(extra or {}),
     }
     write_file_atomically(out / ENSEMBLE_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     ensemble.manifest, ensemble.path = manifest, out
