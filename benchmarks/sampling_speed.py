@@ -5,9 +5,11 @@
 diffusers = the fair baseline: torch.no_grad, one fused CFG UNet call per step, DDIMScheduler.step, the whole
 latent in one call at any size, NCHW, fp32. naive = a first implementation: two UNet calls per step, autograd
 on (opt-in with --modes naive; at 256 px batch 4 its graph needs tens of GB). product = renal_ldm.sample.Sampler
-(inference_mode, channels_last, cached caption K/V, no padding rows; above the training size it denoises
-overlapping windows, which is more UNet work than one whole-latent call). product-bf16 = the same under bf16
-autocast (where the CPU has native bf16); its images are compared with product's (PSNR, same seeds).
+(inference_mode, channels_last, cached caption K/V, no padding rows; up to twice the training size it denoises
+the whole latent, as diffusers does, so its images match the baseline's to rounding). product-bf16 = the same
+under bf16 autocast (where the CPU has native bf16); its images are compared with product's (PSNR, same seeds).
+product-windowed = windows="always": overlapping training-size windows (MultiDiffusion, 2.25x the UNet work of
+one whole-latent call at twice the training size), what `auto` does above twice the training size.
 
 Both use the same checkpoint (models/demo when present, else randomly initialised weights of --config, said
 in the output) and the same seeds. Timing runs all variants in this process, alternating over --rounds (the
@@ -130,8 +132,9 @@ def _runner(mode: str, model_dir: Path, args):
         device="cpu",
         channels_last=mode != "product-nchw",
         cache_context=mode != "product-nocache",
-        precision="bf16" if mode == "product-bf16" else "fp32",
+        precision="bf16" if mode.startswith("product-bf16") else "fp32",
     )
+    windows = "always" if mode.endswith("-windowed") else "auto"
 
     def run(steps):
         request = SampleRequest(
@@ -142,6 +145,7 @@ def _runner(mode: str, model_dir: Path, args):
             guidance=args.guidance,
             size=args.size,
             batch_size=n,
+            windows=windows,
         )
         return np.stack([r.array for r in sampler.sample(request)])
 
@@ -169,7 +173,8 @@ def main() -> int:
     parser.add_argument(
         "--modes",
         default="diffusers,product,product-bf16",
-        help="variants to time, the first is the baseline (also: naive, product-nchw, product-nocache)",
+        help="variants to time, the first is the baseline (also: naive, product-windowed, product-bf16-windowed, "
+        "product-nchw, product-nocache)",
     )
     parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--seed", type=int, default=0)
@@ -296,10 +301,12 @@ def main() -> int:
             f"wall, {cpu_rate['product'] / cpu_rate['product-nocache']:.2f}x CPU"
         )
     diff = np.abs(images["product"].astype(int) - images[baseline].astype(int))
-    windowed = args.size > _training_size(model_dir)
+    from renal_ldm.models.configs import WHOLE_LATENT_FACTOR
+
+    windowed = args.size > WHOLE_LATENT_FACTOR * _training_size(model_dir)
     print(
         f"max |pixel difference| product vs {baseline}: {int(diff.max())} (uint8 levels), "
-        f"{(diff > 0).mean():.4%} of values differ"
+        f"{(diff > 0).mean():.4%} of values differ, PSNR {_psnr(images['product'], images[baseline]):.1f} dB"
         + (
             " (different images by design: the product denoises overlapping windows above the training size)"
             if windowed
@@ -307,11 +314,8 @@ def main() -> int:
         )
     )
     if "product-bf16" in runners:
-        bf16 = runners["product-bf16"](args.steps).astype(float)
-        fp32 = runners["product"](args.steps).astype(float)
-        mse = ((bf16 - fp32) ** 2).mean()
-        psnr = float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
-        print(f"bf16 vs fp32 images of the same seeds: PSNR {psnr:.1f} dB (target >= 35)")
+        bf16, fp32 = runners["product-bf16"](args.steps), runners["product"](args.steps)
+        print(f"bf16 vs fp32 images of the same seeds: PSNR {_psnr(bf16, fp32):.1f} dB (target >= 35)")
     base_mb, product_mb = memory[baseline]["peak_rss_mb"], memory["product"]["peak_rss_mb"]
     print(
         f"peak RSS: product {product_mb:.0f} MB vs {baseline} {base_mb:.0f} MB ({product_mb / base_mb:.2f}x); "
@@ -320,6 +324,11 @@ def main() -> int:
     print(f"\nwhere the product sampler's time goes ({args.profile_steps} steps + decode, top ops by self CPU):")
     print(table)
     return 0
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = ((a.astype(float) - b.astype(float)) ** 2).mean()
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
 
 
 def _training_size(model_dir: Path) -> int:

@@ -16,9 +16,10 @@ Guarantees:
   test_sample.py); it costs a lone image twice the UNet work (2 guidance rows padded to 4), so it is opt-in.
 - precision "bf16" runs the UNet under bf16 autocast where the device has native bf16 (weights and the
   scheduler stay fp32; benchmarks/sampling_speed.py compares its images with fp32 ones of the same seed).
-- Sizes above the training size are denoised as overlapping training-size windows, blended every step
-  (MultiDiffusion; renal_ldm/windows.py), and decoded in tiles above decode_tile cells: memory is bounded by
-  window_batch and decode_tile, not by the image size.
+- Sizes up to WHOLE_LATENT_FACTOR times the training size denoise the whole latent in one UNet call per step;
+  larger ones (and any size above the training size with windows="always") are denoised as overlapping
+  training-size windows, blended every step (MultiDiffusion; renal_ldm/windows.py). Latents are decoded in
+  tiles above decode_tile cells: memory is bounded by window_batch and decode_tile, not by the image size.
 - Conditional and unconditional branches run through the UNet as one batch per step:
   eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs (g == 0: only the
   unconditional half). The text embeddings are computed once per request.
@@ -51,7 +52,13 @@ from PIL import Image
 from renal_ldm import __version__
 from renal_ldm.models.build import uses_caption_embedding
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
-from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING, SAMPLING_PRECISIONS
+from renal_ldm.models.configs import (
+    MAX_SAMPLING_STEPS,
+    SAMPLING,
+    SAMPLING_PRECISIONS,
+    WHOLE_LATENT_FACTOR,
+    WINDOW_MODES,
+)
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.sample_files import MANIFEST_CSV, read_manifest_csv, write_samples
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
@@ -113,6 +120,13 @@ class SampleRequest:
     eta: float = SAMPLING.eta
     size: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    windows: str = "auto"  # see WINDOW_MODES
+
+    def windowed(self, model: LatentDiffusionModel) -> bool:
+        """Whether this request's size is denoised as overlapping windows rather than as one whole latent."""
+        size = model.config.image_size if self.size is None else self.size
+        trained = model.config.image_size
+        return size > trained and (self.windows == "always" or size > WHOLE_LATENT_FACTOR * trained)
 
     def validated(self, model: LatentDiffusionModel) -> SampleRequest:
         """This request with size filled in; a ValueError names the first bad value and what was expected."""
@@ -133,6 +147,8 @@ class SampleRequest:
         if not math.isfinite(self.eta) or not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1]; got {self.eta}")
         check_eta(self.scheduler, self.eta)
+        if self.windows not in WINDOW_MODES:
+            raise ValueError(f"windows must be one of {', '.join(WINDOW_MODES)}; got {self.windows!r}")
         config = model.config
         size = config.image_size if self.size is None else self.size
         multiple = config.size_multiple
@@ -151,6 +167,7 @@ class SampleRequest:
             eta=float(self.eta),
             size=int(size),
             batch_size=int(self.batch_size),
+            windows=self.windows,
         )
 
 
@@ -406,7 +423,7 @@ class Sampler:
         # Each image's noise comes from its own generator, so it does not depend on the batch it is drawn in.
         latents = torch.cat([torch.randn((1, channels, side, side), generator=g) for g in generators])
         branches = self._branches(cond, uncond, request.guidance)
-        if side > model.config.latent_size:
+        if request.windowed(model):
             predict = WindowedPredictor(self, [branches], request.guidance, len(indices), side, side, cancel=cancel)
         else:
             predict = self._whole_predictor(branches, request.guidance, len(indices))
@@ -554,6 +571,8 @@ class Sampler:
             "scheduler": request.scheduler,
             "eta": request.eta,
             "size": request.size,
+            "windows": request.windows,
+            "windowed": request.windowed(self.model),
             "model": str(self.model.path) if self.model.path is not None else None,
             "model_fingerprint": self.model.fingerprint,
             "text_encoder": self.model.text_encoder,

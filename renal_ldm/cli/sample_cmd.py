@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from renal_ldm.cli._args import apply_threads
-from renal_ldm.models.configs import SAMPLING, SAMPLING_PRECISIONS
+from renal_ldm.models.configs import SAMPLING, SAMPLING_PRECISIONS, WINDOW_MODES
 from renal_ldm.models.schedulers import SCHEDULERS
 
 
@@ -45,6 +45,13 @@ def register(subparsers) -> None:
         default="fp32",
         choices=SAMPLING_PRECISIONS,
         help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively (default %(default)s)",
+    )
+    p.add_argument(
+        "--windows",
+        default="auto",
+        choices=WINDOW_MODES,
+        help="above the training size: auto = the whole latent up to twice the training size, overlapping windows "
+        "(MultiDiffusion) beyond; always = windows for every size above it, as sample-slide (default %(default)s)",
     )
     p.add_argument(
         "--exact-batches",
@@ -136,6 +143,7 @@ def sample(args: argparse.Namespace) -> int:
         eta=args.eta,
         size=args.size,
         batch_size=args.batch_size,
+        windows=args.windows,
     ).validated(model)  # before building the sampler: bad values fail fast
     sampler = Sampler(model, device=device, precision=args.precision, exact_batches=args.exact_batches)
     # One bar per machine's terminal: under a launcher only the main process draws one (for its own shard).

@@ -65,7 +65,7 @@ def test_the_same_request_gives_the_same_slide_and_another_seed_another(sampler,
 
 def test_a_square_slide_of_one_caption_is_the_windowed_sample_of_the_same_seed(sampler, tmp_path):
     slide = _slide(_generate(sampler, tmp_path / "s.tif", size="64x64").out)
-    request = SampleRequest(caption=GLOMERULI, n=1, seed=3, steps=STEPS, guidance=2.0, size=64)
+    request = SampleRequest(caption=GLOMERULI, n=1, seed=3, steps=STEPS, guidance=2.0, size=64, windows="always")
     np.testing.assert_array_equal(slide, sampler.sample(request)[0].array)
 
 

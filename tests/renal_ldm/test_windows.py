@@ -11,6 +11,7 @@ import torch
 
 from renal_ldm.captions import GENERATING_CAPTION
 from renal_ldm.models.checkpoint import load_model
+from renal_ldm.models.configs import WHOLE_LATENT_FACTOR
 from renal_ldm.sample import Sampler, SampleRequest, SamplingCancelled
 from renal_ldm.windows import EDGE_WEIGHT, Blender, Window, grid, taper, window_starts
 
@@ -25,7 +26,9 @@ def sampler(tiny_model_dir):
 
 
 def _request(**kw) -> SampleRequest:
-    base = dict(caption=GENERATING_CAPTION, n=2, seed=5, steps=STEPS, batch_size=2, size=64, guidance=2.0)
+    base = dict(
+        caption=GENERATING_CAPTION, n=2, seed=5, steps=STEPS, batch_size=2, size=64, guidance=2.0, windows="always"
+    )
     base.update(kw)
     return SampleRequest(**base)
 
@@ -76,18 +79,49 @@ def test_above_the_training_size_images_come_out_at_the_asked_size_and_follow_th
     assert diff.max() <= 1  # the same seed drawn alone: the same image, to CPU rounding
 
 
-def test_unet_calls_stay_within_the_window_batch_whatever_the_size(sampler, monkeypatch):
-    rows: list[int] = []
+def _unet_rows(sampler, monkeypatch) -> list[tuple[int, ...]]:
+    """The input shape of every UNet call from now on."""
+    shapes: list[tuple[int, ...]] = []
     unet = sampler.model.unet
     real = unet.forward
 
     def counting(x, *args, **kwargs):
-        rows.append(x.shape[0])
+        shapes.append(tuple(x.shape))
         return real(x, *args, **kwargs)
 
     monkeypatch.setattr(unet, "forward", counting)
+    return shapes
+
+
+def test_unet_calls_stay_within_the_window_batch_whatever_the_size(sampler, monkeypatch):
+    shapes = _unet_rows(sampler, monkeypatch)
     sampler.sample(_request(size=96, n=2, steps=1))  # 24 x 24 latents: 25 windows x 2 branches x 2 images
-    assert len(rows) == 100 // 4 and max(rows) == 4
+    assert len(shapes) == 100 // 4 and max(s[0] for s in shapes) == 4
+
+
+def test_auto_denoises_up_to_twice_the_training_size_whole_and_windows_above(sampler, monkeypatch):
+    assert sampler.model.config.image_size == 32 and WHOLE_LATENT_FACTOR == 2
+    shapes = _unet_rows(sampler, monkeypatch)
+    whole = sampler.sample(_request(windows="auto", n=2))  # 64 px: 16 x 16 latents in one call per step
+    assert shapes == [(4, 3, 16, 16)] * STEPS  # 2 guidance branches x 2 images, the whole 3-channel latent
+    assert whole[0].array.shape == (64, 64, 3)
+    assert whole[0].params["windows"] == "auto" and whole[0].params["windowed"] is False
+    shapes.clear()
+    windowed = sampler.sample(_request(windows="auto", n=1, size=96))  # 3x: 24 x 24 latents in 8 x 8 windows
+    assert shapes and {s[-2:] for s in shapes} == {(8, 8)}
+    assert windowed[0].array.shape == (96, 96, 3) and windowed[0].params["windowed"] is True
+
+
+def test_a_whole_latent_image_follows_its_seed_whatever_batch_it_was_drawn_in(sampler):
+    batch = sampler.sample(_request(windows="auto", n=2))
+    alone = sampler.sample(_request(windows="auto", n=1, seed=6))[0]
+    assert np.abs(alone.array.astype(int) - batch[1].array.astype(int)).max() <= 1
+    assert not np.array_equal(batch[0].array, batch[1].array)
+
+
+def test_an_unknown_window_mode_is_refused_with_the_modes(sampler):
+    with pytest.raises(ValueError, match=r"windows must be one of auto, always; got 'tiles'"):
+        sampler.sample(_request(windows="tiles"))
 
 
 def test_windowed_sampling_reports_progress_and_can_be_cancelled(sampler):
