@@ -8,6 +8,7 @@ artefact, for the baseline (scripts/grid_artifacts.py prints both).
   mean step everywhere else. A pattern on that grid lifts it above 1; tissue has no preferred phase, so ~1.
 - frame_ratio(images, band): mean |luminance difference| between the outermost band of pixels and the band just
   inside it, over the same difference between two bands further in. A frame lifts it above 1.
+- sharpness(images): mean |luminance step| between neighbouring pixels; averaging (window blending) lowers it.
 """
 
 from __future__ import annotations
@@ -63,3 +64,15 @@ def frame_ratio(images: Iterable, band: int = 4) -> float:
     if not outer:
         raise ValueError("no images given")
     return float(np.mean(outer) / max(np.mean(inner), 1e-9))
+
+
+def sharpness(images: Iterable) -> float:
+    """Mean |luminance step| between neighbouring pixels, over both axes and all images: blending or blurring
+    lowers it. In grey levels (0..255 input); compare sets of the same size and content only."""
+    means = []
+    for image in images:
+        y = _luma(image)
+        means.append((np.abs(np.diff(y, axis=0)).mean() + np.abs(np.diff(y, axis=1)).mean()) / 2)
+    if not means:
+        raise ValueError("no images given")
+    return float(np.mean(means))

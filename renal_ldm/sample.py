@@ -20,6 +20,8 @@ Guarantees:
   larger ones (and any size above the training size with windows="always") are denoised as overlapping
   training-size windows, blended every step (MultiDiffusion; renal_ldm/windows.py). Latents are decoded in
   tiles above decode_tile cells: memory is bounded by window_batch and decode_tile, not by the image size.
+- margin > 0 denoises that many pixels more on every side and crops them off after decoding: the UNet's zero
+  padding leaves a faint frame along the border of what it denoises, and the margin takes it away with it.
 - Conditional and unconditional branches run through the UNet as one batch per step:
   eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs (g == 0: only the
   unconditional half). The text embeddings are computed once per request.
@@ -121,12 +123,19 @@ class SampleRequest:
     size: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     windows: str = "auto"  # see WINDOW_MODES
+    margin: int = 0  # px denoised beyond every side and cropped off (see the module docstring)
+
+    def denoised_size(self, model: LatentDiffusionModel) -> int:
+        """The side in pixels that is denoised: the image's plus its margin on both sides."""
+        return (model.config.image_size if self.size is None else self.size) + 2 * self.margin
 
     def windowed(self, model: LatentDiffusionModel) -> bool:
-        """Whether this request's size is denoised as overlapping windows rather than as one whole latent."""
-        size = model.config.image_size if self.size is None else self.size
-        trained = model.config.image_size
-        return size > trained and (self.windows == "always" or size > WHOLE_LATENT_FACTOR * trained)
+        """Whether this request is denoised as overlapping windows rather than as one whole latent ("auto" goes by
+        the image's own size, so a margin does not tip an image of twice the training size into windows)."""
+        image, trained = self.denoised_size(model) - 2 * self.margin, model.config.image_size
+        return self.denoised_size(model) > trained and (
+            self.windows == "always" or image > WHOLE_LATENT_FACTOR * trained
+        )
 
     def validated(self, model: LatentDiffusionModel) -> SampleRequest:
         """This request with size filled in; a ValueError names the first bad value and what was expected."""
@@ -157,6 +166,11 @@ class SampleRequest:
                 f"image size {size} is not a positive multiple of {multiple} (the autoencoder's factor "
                 f"{config.autoencoder.downsampling_factor} x 2^{config.unet.downsamplings} UNet downsamplings)"
             )
+        if int(self.margin) != self.margin or self.margin < 0 or (2 * self.margin) % multiple or self.margin > size:
+            raise ValueError(
+                f"margin {self.margin} px: expected a whole multiple of {multiple // 2} px (so the denoised size stays "
+                f"a multiple of {multiple}) from 0 to the image size {size}"
+            )
         return SampleRequest(
             caption=self.caption,
             n=int(self.n),
@@ -168,6 +182,7 @@ class SampleRequest:
             size=int(size),
             batch_size=int(self.batch_size),
             windows=self.windows,
+            margin=int(self.margin),
         )
 
 
@@ -362,6 +377,9 @@ class Sampler:
                 latents = self.denoise(request, indices, cond, uncond, step_done, cancel)
                 done += request.steps
                 arrays = self.decode(latents)
+                if request.margin:
+                    m = request.margin
+                    arrays = np.ascontiguousarray(arrays[:, m:-m, m:-m])
                 for i, array in zip(indices, arrays, strict=True):
                     results.append(
                         SampleResult(
@@ -418,7 +436,7 @@ class Sampler:
         """Final latents for the images `indices` of a validated request (call under inference_mode)."""
         model = self.model
         channels = model.config.autoencoder.latent_channels
-        side = request.size // model.config.autoencoder.downsampling_factor
+        side = request.denoised_size(model) // model.config.autoencoder.downsampling_factor
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in indices]
         # Each image's noise comes from its own generator, so it does not depend on the batch it is drawn in.
         latents = torch.cat([torch.randn((1, channels, side, side), generator=g) for g in generators])
@@ -573,6 +591,7 @@ class Sampler:
             "size": request.size,
             "windows": request.windows,
             "windowed": request.windowed(self.model),
+            "margin": request.margin,
             "model": str(self.model.path) if self.model.path is not None else None,
             "model_fingerprint": self.model.fingerprint,
             "text_encoder": self.model.text_encoder,

@@ -13,8 +13,8 @@
 2b. Composition sweep: the full captions of held-out phantoms (seeds outside the training set), --per-cell for
    every class at every level (a phantom whose own mask puts that class at that level), one sample each; the
    same judge on those phantoms themselves gives the ceiling the judge allows (OUT/compositions/).
-3. Artefacts (renal_ldm.artifacts): latent-grid and window-grid edge ratios and the frame ratio of samples at
-   128 and 256 px, beside fresh phantoms of the same sizes.
+3. Artefacts (renal_ldm.artifacts): latent-grid and window-grid edge ratios, the frame ratio and sharpness of
+   samples at 128 and 256 px (whole latent, windows, and with a 16 px margin), beside fresh phantoms.
 4. Realism: `renal-ldm realism` of every sample judged above against as many fresh phantoms (seeds outside the
    training set), at 128 px.
 --parts picks a subset; --guidance overrides the model's recommended guidance.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from renal_ldm.artifacts import edge_ratio, frame_ratio
+from renal_ldm.artifacts import edge_ratio, frame_ratio, sharpness
 from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
@@ -42,6 +42,7 @@ from renal_ldm.phantom import generate_dataset, generate_phantom
 from renal_ldm.sample import Sampler, SampleRequest, write_samples
 
 GLOMERULI = "Glomeruli"
+ARTEFACT_MARGIN = 16  # px, `sample --margin`: the smallest the demo model's 32 px size multiple allows
 PHANTOM_SEED = 900_000  # far from the demo data sets' seeds (1000..12999)
 PARTS = ("generating", "sweep", "compositions", "artefacts", "realism")
 
@@ -199,11 +200,26 @@ def main() -> int:
         artefacts = {}
         caption = levels_to_caption({GLOMERULI: HIGH})
         for size in (128, 256):
-            samples = [r.array for r in sampler.sample(SampleRequest(caption=caption, n=args.artefact_n, size=size))]
-            phantoms = [np.asarray(generate_phantom(size, seed=PHANTOM_SEED + k).image) for k in range(args.artefact_n)]
+            sets = {}
+            for name, windows, margin in (
+                ("samples", "auto", 0),
+                ("samples_windowed", "always", 0),
+                (f"samples_margin_{ARTEFACT_MARGIN}px", "auto", ARTEFACT_MARGIN),
+            ):
+                if windows == "always" and size <= 128:
+                    continue
+                request = SampleRequest(caption=caption, n=args.artefact_n, size=size, windows=windows, margin=margin)
+                sets[name] = [r.array for r in sampler.sample(request)]
+            sets["phantoms"] = [
+                np.asarray(generate_phantom(size, seed=PHANTOM_SEED + k).image) for k in range(args.artefact_n)
+            ]
             row = {}
-            for name, images in (("samples", samples), ("phantoms", phantoms)):
-                row[name] = {"latent_grid_4px": edge_ratio(images, 4), "frame_4px": frame_ratio(images, 4)}
+            for name, images in sets.items():
+                row[name] = {
+                    "latent_grid_4px": edge_ratio(images, 4),
+                    "frame_4px": frame_ratio(images, 4),
+                    "sharpness": sharpness(images),
+                }
                 if size > 128:
                     row[name]["window_grid_64px"] = edge_ratio(images, 64)
             artefacts[size] = row

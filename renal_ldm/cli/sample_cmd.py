@@ -54,6 +54,14 @@ def register(subparsers) -> None:
         "(MultiDiffusion) beyond; always = windows for every size above it, as sample-slide (default %(default)s)",
     )
     p.add_argument(
+        "--margin",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="denoise PX more on every side and crop them off: no faint frame along the border, at the cost of the "
+        "larger area (16 for the demo model: 1.56x the UNet work at 128 px, 1.27x at 256 px; default %(default)s)",
+    )
+    p.add_argument(
         "--exact-batches",
         action="store_true",
         help="byte-identical images whatever the batch (pads UNet calls to 4 rows; default: within 1 grey level)",
@@ -144,6 +152,7 @@ def sample(args: argparse.Namespace) -> int:
         size=args.size,
         batch_size=args.batch_size,
         windows=args.windows,
+        margin=args.margin,
     ).validated(model)  # before building the sampler: bad values fail fast
     sampler = Sampler(model, device=device, precision=args.precision, exact_batches=args.exact_batches)
     # One bar per machine's terminal: under a launcher only the main process draws one (for its own shard).

@@ -42,8 +42,9 @@ SAMPLING = ReferenceSampling()
 SAMPLING_PRECISIONS = ("fp32", "bf16")
 """What the UNet may sample in: fp32 (the reference), or bf16 autocast where the device runs bf16 natively."""
 WINDOW_MODES = ("auto", "always")
-"""How sizes above the training size are denoised: "auto" denoises the whole latent up to WHOLE_LATENT_FACTOR
-times the training size and overlapping windows above it; "always" uses windows for every size above it."""
+"""How sizes above the training size are denoised: "auto" denoises the whole latent of images up to
+WHOLE_LATENT_FACTOR times the training size (plus any margin) and overlapping windows above it; "always" uses
+windows for every size above it."""
 WHOLE_LATENT_FACTOR = 2
 """Largest side, in training sizes, that "auto" denoises whole. Measured with the demo model at 256 px (16 samples,
 "a lot of Glomeruli", models/demo/README.md): whole-latent samples show no latent grid and are sharper than

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from renal_ldm.artifacts import edge_ratio, frame_ratio
+from renal_ldm.artifacts import edge_ratio, frame_ratio, sharpness
 from renal_ldm.phantom import generate_phantom
 
 
@@ -36,6 +36,15 @@ def test_a_frame_is_found(phantoms):
     assert frame_ratio(framed) > 2 * frame_ratio(phantoms)
 
 
+def test_averaging_images_lowers_their_sharpness(phantoms):
+    blurred = []
+    for image in phantoms:
+        x = image.astype(float)
+        blurred.append((x + np.roll(x, 1, axis=0) + np.roll(x, 1, axis=1) + np.roll(x, (1, 1), axis=(0, 1))) / 4)
+    assert sharpness(blurred) < 0.9 * sharpness(phantoms)
+    assert sharpness([np.full((8, 8), 100.0)]) == 0.0
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="period must be >= 2"):
         edge_ratio([np.zeros((16, 16))], 1)
@@ -43,3 +52,5 @@ def test_bad_input_is_named():
         edge_ratio([np.zeros((16, 16))], 32)
     with pytest.raises(ValueError, match="no images given"):
         frame_ratio([])
+    with pytest.raises(ValueError, match="no images given"):
+        sharpness([])

@@ -214,6 +214,7 @@ def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp
     [
         (["--caption", "x", "--levels", "Glomeruli=high"], "not allowed with"),
         (["--windows", "tiles"], "invalid choice: 'tiles' (choose from"),
+        (["--margin", "5"], "margin 5 px: expected a whole multiple of 4 px"),
         (["--levels", "Glomerulus=high"], "Glomerulus"),
         (["--levels", "Glomeruli=huge"], "huge"),
         (["--size", "36"], "multiple of 8"),

@@ -160,3 +160,25 @@ def test_tiled_decoding_of_the_shipped_autoencoder_reconstructs_as_well_as_decod
 def test_a_window_maps_to_its_pixels():
     w = Window(2, 3, 4)
     assert (w.rows, w.cols) == (slice(2, 6), slice(3, 7))
+
+
+def test_a_margin_is_denoised_and_cropped_off_leaving_the_asked_size(sampler, monkeypatch):
+    shapes = _unet_rows(sampler, monkeypatch)
+    framed = sampler.sample(_request(windows="auto", n=1, size=32, margin=8))[0]
+    assert shapes[0][-2:] == (12, 12)  # (32 + 2 x 8) px / 4: the margin is denoised too
+    assert framed.array.shape == (32, 32, 3) and framed.params["margin"] == 8
+    larger = sampler.sample(_request(windows="auto", n=1, size=48))[0]
+    np.testing.assert_array_equal(framed.array, larger.array[8:-8, 8:-8])  # the centre of the larger image
+
+
+@pytest.mark.parametrize("margin", [3, -4, 40])
+def test_a_margin_that_breaks_the_size_multiple_or_exceeds_the_image_is_refused(sampler, margin):
+    with pytest.raises(ValueError, match=rf"margin {margin} px: expected a whole multiple of 4 px"):
+        sampler.sample(_request(size=32, margin=margin))
+
+
+def test_a_margin_does_not_tip_an_image_of_twice_the_training_size_into_windows(sampler, monkeypatch):
+    shapes = _unet_rows(sampler, monkeypatch)
+    result = sampler.sample(_request(windows="auto", n=1, size=64, margin=4, steps=1))[0]
+    assert shapes == [(2, 3, 18, 18)] and result.params["windowed"] is False
+    assert result.array.shape == (64, 64, 3)
