@@ -207,6 +207,12 @@ class SampleResult:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def frameless_margin(model: LatentDiffusionModel) -> int:
+    """The smallest margin (px) a request of this model may take, half its size multiple (16 px for the demo
+    model): several times the frame, which lies within the outermost latent cell or two."""
+    return model.config.size_multiple // 2
+
+
 def default_guidance(model: LatentDiffusionModel) -> float:
     """The guidance scale a request without one gets: the model's recommended one, else the reference's 1.5."""
     return DEFAULT_GUIDANCE if model.recommended_guidance is None else float(model.recommended_guidance)

@@ -114,10 +114,12 @@ def sample_model(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> list[np.ndarray]:
-    """One sample per caption (seed + i for caption i) from the checkpoint; RGB uint8 arrays."""
-    from renal_ldm.sample import DEFAULT_STEPS, Sampler, SampleRequest  # torch only when a model is used
+    """One sample per caption (seed + i for caption i) from the checkpoint; RGB uint8 arrays. Each is denoised with
+    the smallest margin and cropped (renal_ldm.sample), so no frame along its border gives it away in the quiz."""
+    from renal_ldm.sample import DEFAULT_STEPS, Sampler, SampleRequest, frameless_margin  # torch only with a model
 
     sampler = Sampler.from_dir(model_dir, device=device)
+    margin = frameless_margin(sampler.model)
     steps = steps or DEFAULT_STEPS
     total = steps * len(captions)
     arrays = []
@@ -127,7 +129,9 @@ def sample_model(
             if progress:
                 progress("sampling", _base + done, total)
 
-        request = SampleRequest(caption=caption, n=1, seed=seed + i, steps=steps, size=size, batch_size=1)
+        request = SampleRequest(
+            caption=caption, n=1, seed=seed + i, steps=steps, size=size, batch_size=1, margin=margin
+        )
         arrays.append(sampler.sample(request, progress=step, cancel=cancel)[0].array)
     return arrays
 

@@ -56,7 +56,8 @@ def main() -> None:
         rows.append([p.image for p in phantoms] + [s.array for s in samples])
         labels.append(label)
     tile_labels = [["phantom"] * PER_SIDE + ["generated"] * PER_SIDE for _ in rows]
-    path = save_contact_sheet(Path(args.out), rows, row_labels=labels, tile_labels=tile_labels, tile_size=160)
+    sheet = dict(row_labels=labels, tile_labels=tile_labels, tile_size=160)
+    path = save_contact_sheet(Path(args.out), rows, colors=256, **sheet)  # a palette keeps the PNG small
     print(f"wrote {path}")
 
 

@@ -130,6 +130,7 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 2
+    out.mkdir(parents=True, exist_ok=True)  # every part writes its summary here, artefacts alone too
     sampler = Sampler.from_dir(args.model)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
     summary["min_component_px"] = args.min_component
