@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from renal_ldm.captions import GENERATING_CAPTION, levels_to_caption, parse_levels_spec
 from renal_ldm.cli import main as cli_main
@@ -207,6 +208,16 @@ def test_cli_levels_give_exactly_the_captions_module_caption(tiny_model_dir, tmp
     assert [r["seed"] for r in rows] == ["5", "6"]
     side = json.loads((out / rows[0]["image"]).with_suffix(".json").read_text())
     assert side["caption"] == expected and side["steps"] == 2
+
+
+def test_cli_margin_and_window_mode_give_the_asked_size_and_are_recorded(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["sample", "--model", str(tiny_model_dir), "--size", "64", "--margin", "4", "--windows", "always"]
+    assert cli_main([*args, "--n", "1", "--steps", "1", "--out", str(out), "--no-progress"]) == 0
+    row = read_manifest_csv(out)[0]
+    assert Image.open(out / row["image"]).size == (64, 64)
+    side = json.loads((out / row["image"]).with_suffix(".json").read_text())
+    assert (side["margin"], side["windows"], side["windowed"]) == (4, "always", True)
 
 
 @pytest.mark.parametrize(
