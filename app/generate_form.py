@@ -15,7 +15,7 @@ from app.generation import CANCELLED, DONE, FAILED, QUEUED, QueueFull, import_sa
 from app.model_choices import size_options
 from app.plain import literal
 from renal_ldm.captions import GENERATING_CAPTION
-from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
+from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING, smallest_margin
 from renal_ldm.models.schedulers import SCHEDULERS, get_scheduler, scheduler_label, scheduler_names
 
 if TYPE_CHECKING:
@@ -43,6 +43,12 @@ JOBS_KEPT = 20  # job ids a browser session remembers (app.state.JOBS)
 MODEL_KEY, SOURCE_KEY, FREE_TEXT_KEY, PRESET_KEY = "gen.model", "gen.source", "gen.free_text", "gen.preset"
 N_KEY, STEPS_KEY, GUIDANCE_KEY, SCHEDULER_KEY = "gen.n", "gen.steps", "gen.guidance", "gen.scheduler"
 SEED_MODE_KEY, SEED_KEY, BATCH_KEY, ETA_KEY, SIZE_KEY = "gen.seed_mode", "gen.seed", "gen.batch", "gen.eta", "gen.size"
+NO_FRAME_KEY = "gen.no_frame"
+NO_FRAME_LABEL = "No frame along the border"
+NO_FRAME_HELP = (
+    "Denoise a margin around each image and crop it off, which takes away the faint frame the model leaves along "
+    "the border; costs the larger area (demo model: about 1.3x the time at 256 px, 1.6x at 128 px)"
+)
 CAPTION_MARKER_KEY = "gen.caption_marker"  # the Compose hand-over already followed
 GUIDANCE_MODEL_KEY = "gen.guidance_model"  # the model whose recommended guidance the form was last given
 
@@ -60,6 +66,7 @@ def widget_defaults() -> dict[str, object]:
         SEED_KEY: SAMPLING.seed,
         BATCH_KEY: SAMPLING.batch_size,
         ETA_KEY: SAMPLING.eta,
+        NO_FRAME_KEY: False,
     }
 
 
@@ -97,6 +104,7 @@ def regenerate_prefill(params: Mapping[str, Any]) -> tuple[dict[str, object], st
         SCHEDULER_KEY: params["scheduler"],
         ETA_KEY: float(params["eta"]),
         SIZE_KEY: int(params["size"]),
+        NO_FRAME_KEY: bool(params.get("margin")),
         MODEL_KEY: params["model_name"],
         GUIDANCE_MODEL_KEY: params["model_name"],  # the sample's own guidance, not the model's recommendation
     }
@@ -168,9 +176,10 @@ def eta_applies(scheduler: str) -> bool:
 
 
 def build_request(
-    values: Mapping[str, Any], caption: str, seed_source: Callable[[], int] = random_seed
+    values: Mapping[str, Any], caption: str, seed_source: Callable[[], int] = random_seed, size_multiple: int = 1
 ) -> SampleRequest:
-    """The SampleRequest of the form's values: a fresh seed in Random mode, eta only where the scheduler takes it."""
+    """The SampleRequest of the form's values: a fresh seed in Random mode, eta only where the scheduler takes it,
+    and with "No frame" the smallest margin the model (of this size multiple) allows."""
     import_sampling_stack()  # waits for the worker's warm-up import instead of racing it (see there)
     from renal_ldm.sample import SampleRequest
 
@@ -185,6 +194,7 @@ def build_request(
         eta=float(values[ETA_KEY]) if eta_applies(scheduler) else 0.0,
         size=int(values[SIZE_KEY]),
         batch_size=int(values[BATCH_KEY]),
+        margin=smallest_margin(size_multiple) if values.get(NO_FRAME_KEY) else 0,
     )
 
 
@@ -201,7 +211,8 @@ def session_owner(state: MutableMapping[str, Any]) -> str:
 def submit_run(service: Any, model: Any, state: MutableMapping[str, Any], caption: str) -> str | None:
     """Queue the form's request for this session and remember the job; the refusal when the queue is full."""
     try:
-        job_id = service.submit(model, build_request(state, caption), owner=session_owner(state))
+        request = build_request(state, caption, size_multiple=model.size_multiple or 1)
+        job_id = service.submit(model, request, owner=session_owner(state))
     except QueueFull as exc:
         return str(exc)
     state[shared.JOBS] = remember_job(state.get(shared.JOBS, []), job_id)

@@ -63,6 +63,7 @@ def regenerate_params(sample: Sample) -> dict[str, Any]:
         "caption": sample.caption,
         "model_name": sample.model_name,
         **sampling_params(sample),
+        "margin": int((sample.extra or {}).get("margin", 0)),  # in the sidecar (extra) only
     }
 
 

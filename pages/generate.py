@@ -111,6 +111,7 @@ with settings:
         a1.number_input("Batch size", min_value=1, max_value=form.MAX_BATCH, key=form.BATCH_KEY, help=form.BATCH_HELP)
         no_eta = not form.eta_applies(scheduler)
         a2.number_input(form.ETA_LABEL, min_value=0.0, max_value=1.0, step=0.1, key=form.ETA_KEY, disabled=no_eta)
+        a1.checkbox(form.NO_FRAME_LABEL, key=form.NO_FRAME_KEY, help=form.NO_FRAME_HELP)
 
     ready = form.can_generate(source, caption)
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="gen.submit", disabled=not ready):

@@ -60,6 +60,7 @@ from renal_ldm.models.configs import (
     SAMPLING_PRECISIONS,
     WHOLE_LATENT_FACTOR,
     WINDOW_MODES,
+    smallest_margin,
 )
 from renal_ldm.models.schedulers import build_sampling_scheduler, check_eta, get_scheduler, step_kwargs
 from renal_ldm.sample_files import MANIFEST_CSV, read_manifest_csv, write_samples
@@ -208,9 +209,8 @@ class SampleResult:
 
 
 def frameless_margin(model: LatentDiffusionModel) -> int:
-    """The smallest margin (px) a request of this model may take, half its size multiple (16 px for the demo
-    model): several times the frame, which lies within the outermost latent cell or two."""
-    return model.config.size_multiple // 2
+    """The smallest margin (px) a request of this model may take (configs.smallest_margin)."""
+    return smallest_margin(model.config.size_multiple)
 
 
 def default_guidance(model: LatentDiffusionModel) -> float:

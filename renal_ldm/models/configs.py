@@ -45,6 +45,14 @@ WINDOW_MODES = ("auto", "always")
 """How sizes above the training size are denoised: "auto" denoises the whole latent of images up to
 WHOLE_LATENT_FACTOR times the training size (plus any margin) and overlapping windows above it; "always" uses
 windows for every size above it."""
+
+
+def smallest_margin(size_multiple: int) -> int:
+    """The smallest margin (px) a request may take (see renal_ldm.sample): half the model's size multiple, so the
+    denoised size stays a multiple of it; 16 px for the demo model, several times the frame it takes away."""
+    return size_multiple // 2
+
+
 WHOLE_LATENT_FACTOR = 2
 """Largest side, in training sizes, that "auto" denoises whole. Measured with the demo model at 256 px (16 samples,
 "a lot of Glomeruli", models/demo/README.md): whole-latent samples show no latent grid and are sharper than

@@ -10,8 +10,10 @@ import time
 import zipfile
 
 from app_helpers import page_path, shown
+from PIL import Image
 
 from app.downloads import zip_samples
+from app.library import regenerate_params
 from db import repository as repo
 from renal_ldm.captions import GENERATING_CAPTION
 
@@ -111,6 +113,20 @@ def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
         sidecar = json.loads(archive.read(f"{run}/{(app_home / samples[1].image_path).with_suffix('.json').name}"))
         assert sidecar["seed"] == 12 and sidecar["caption"] == GENERATING_CAPTION
         assert "samples.csv" in names and len(names) == 5
+
+
+def test_no_frame_draws_a_margin_that_is_cropped_and_kept_for_generate_again(app, tiny_model, app_home):
+    open_generate(app)
+    app.number_input(key="gen.n").set_value(1)
+    app.number_input(key="gen.steps").set_value(2)
+    app.checkbox(key="gen.no_frame").check()
+    app.button(key="gen.submit").click().run()
+    run_until(app, lambda a: a.main.success or a.main.error or a.main.warning)
+    assert app.success[0].value.startswith("Done: 1 image(s)")
+    (sample,) = repo.list_samples()
+    assert Image.open(app_home / sample.image_path).size == (sample.size, sample.size) == (32, 32)
+    assert sample.extra["margin"] == 4  # the tiny model's size multiple 8, halved
+    assert regenerate_params(sample)["margin"] == 4
 
 
 class PausingSampler:

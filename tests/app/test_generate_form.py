@@ -87,9 +87,11 @@ def test_regenerate_prefill_sets_every_parameter_and_says_so():
         form.SCHEDULER_KEY: "dpmpp",
         form.ETA_KEY: 0.0,
         form.SIZE_KEY: 96,
+        form.NO_FRAME_KEY: False,
         form.MODEL_KEY: "demo",
         form.GUIDANCE_MODEL_KEY: "demo",
     }
+    assert form.regenerate_prefill({**REGENERATE, "margin": 16})[0][form.NO_FRAME_KEY] is True
     assert message.startswith("Prefilled from Library sample #7: same caption, model, seed 5,")
 
 
@@ -155,6 +157,12 @@ def test_the_request_takes_the_form_values_and_a_fresh_seed_in_random_mode():
     )
     state[form.SEED_MODE_KEY], state[form.SEED_KEY] = form.FIXED, 42
     assert form.build_request(state, "a caption", seed_source=lambda: 1234).seed == 42
+
+
+def test_no_frame_asks_for_the_smallest_margin_the_model_allows():
+    assert form.build_request(filled_form(), "x", seed_source=lambda: 0, size_multiple=32).margin == 0
+    state = filled_form(**{form.NO_FRAME_KEY: True})
+    assert form.build_request(state, "x", seed_source=lambda: 0, size_multiple=32).margin == 16
 
 
 def test_eta_is_sent_only_to_a_scheduler_that_takes_it():
@@ -234,6 +242,6 @@ def test_a_full_queue_is_reported_and_no_job_is_remembered():
     state: dict = {}
     form.apply_defaults(state)
     state[form.SIZE_KEY] = 32  # the size box is settled per model before Generate can be pressed
-    refusal = form.submit_run(FullService(), object(), state, "a caption")
+    refusal = form.submit_run(FullService(), MODEL, state, "a caption")
     assert refusal == "This browser session already has 64 image(s) queued or running"
     assert state.get(shared.JOBS, []) == []
