@@ -133,10 +133,10 @@ class SampleRequest:
     def windowed(self, model: LatentDiffusionModel) -> bool:
         """Whether this request is denoised as overlapping windows rather than as one whole latent ("auto" goes by
         the image's own size, so a margin does not tip an image of twice the training size into windows)."""
-        image, trained = self.denoised_size(model) - 2 * self.margin, model.config.image_size
-        return self.denoised_size(model) > trained and (
-            self.windows == "always" or image > WHOLE_LATENT_FACTOR * trained
-        )
+        image = model.config.image_size if self.size is None else self.size
+        trained = model.config.image_size
+        above = self.denoised_size(model) > trained
+        return above and (self.windows == "always" or image > WHOLE_LATENT_FACTOR * trained)
 
     def validated(self, model: LatentDiffusionModel) -> SampleRequest:
         """This request with size filled in; a ValueError names the first bad value and what was expected."""
