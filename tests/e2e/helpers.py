@@ -143,3 +143,27 @@ def wait_for_app(page, timeout: float = 30_000) -> None:
     'Running...' status widget (checked by the browser on every animation frame)."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout)
     page.wait_for_function(APP_IDLE_JS, timeout=timeout)
+
+
+SELECT_ATTEMPTS, SELECT_TIMEOUT_MS = 5, 2_000
+
+
+def choose_option(page, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox by its label, as a person does: open the list, click the option.
+    A click can land while Streamlit is still drawing (the list does not open) or redraw the list under the
+    pointer (the option detaches): then open it again and click again, up to SELECT_ATTEMPTS times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    box = page.get_by_role("combobox", name=label, exact=True)
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for _ in range(SELECT_ATTEMPTS):
+        if not wanted.is_visible():
+            box.click()
+        try:
+            wanted.click(timeout=SELECT_TIMEOUT_MS)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    else:
+        raise AssertionError(f"could not pick {option!r} in the {label!r} list in {SELECT_ATTEMPTS} tries")
+    wait_for_app(page)

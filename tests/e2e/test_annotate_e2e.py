@@ -16,8 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers import screenshot, start_app_server, stop_app_server, wait_for_app
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from helpers import choose_option, screenshot, start_app_server, stop_app_server, wait_for_app
 from playwright.sync_api import expect
 from slide_samples import stitched_slide
 
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.e2e
 pytest.importorskip("openslide")
 
 SIDE = 64
-OPEN_ATTEMPTS, OPEN_TIMEOUT_MS = 5, 2_000
 
 
 def bob_mask() -> np.ndarray:
@@ -56,21 +54,6 @@ def server(tmp_path_factory):
     yield server
     stop_app_server(server)
     dispose_engines()
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick a selectbox option by label, opening the list again if a click landed while Streamlit was drawing."""
-    box = page.get_by_role("combobox", name=label, exact=True)
-    wanted = page.get_by_role("option", name=option, exact=True)
-    for _ in range(OPEN_ATTEMPTS):
-        box.click()
-        try:
-            wanted.wait_for(timeout=OPEN_TIMEOUT_MS)
-            break
-        except PlaywrightTimeoutError:
-            continue
-    wanted.click()
-    wait_for_app(page)
 
 
 def stroke(page, points: list[tuple[float, float]]) -> None:
@@ -109,7 +92,7 @@ def test_paint_erase_save_reload_export_and_agreement(server, page):
     page.get_by_label("Your name", exact=True).fill("ann")
     page.keyboard.press("Enter")
     wait_for_app(page)
-    choose(page, "Region side (px, full resolution)", "64")
+    choose_option(page, "Region side (px, full resolution)", "64")
     page.get_by_role("button", name="Open this region").click()
     wait_for_app(page)
     expect(page.get_by_text("Region x 0-64, y 0-64")).to_be_visible()
@@ -150,7 +133,7 @@ def test_paint_erase_save_reload_export_and_agreement(server, page):
             f"the region did not reopen after a reload of {url_before} (now {page.url}; alerts: {alerts})",
             stacklevel=1,
         )
-        choose(page, "Region side (px, full resolution)", "64")
+        choose_option(page, "Region side (px, full resolution)", "64")
         page.get_by_role("button", name="Open this region").click()
         wait_for_app(page)
         expect(region).to_be_visible()

@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import screenshot, start_app_server, stop_app_server, wait_for_app
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+from helpers import choose_option, screenshot, start_app_server, stop_app_server, wait_for_app
 from playwright.sync_api import expect
 from slide_samples import write_sample_folder
 
@@ -19,7 +18,6 @@ pytestmark = pytest.mark.e2e
 
 RUN = "20260101-000000-0e2e0e2e"
 STITCH_TIMEOUT_MS = 120_000
-OPEN_ATTEMPTS, OPEN_TIMEOUT_MS = 5, 2_000
 IMAGES_LOADED_JS = """(n) => {
   const imgs = [...document.querySelectorAll("[data-testid='stImage'] img")];
   return imgs.length >= n && imgs.every(img => img.complete && img.naturalWidth > 0);
@@ -58,21 +56,8 @@ def server(tmp_path_factory):
 
 
 def choose(page, label: str, option: str) -> None:
-    """Pick an option of a Streamlit selectbox by its label. A click that lands while Streamlit is still drawing
-    the widget (the browser reports the run over before its last elements are mounted) does not open the list:
-    open it again until the option shows, then pick it."""
-    box = page.get_by_role("combobox", name=label, exact=True)
-    wanted = page.get_by_role("option", name=option, exact=True)
-    for _ in range(OPEN_ATTEMPTS):
-        box.click()
-        try:
-            wanted.wait_for(timeout=OPEN_TIMEOUT_MS)
-            break
-        except PlaywrightTimeoutError:
-            continue
-    wanted.click()
-    wait_for_app(page)
-    expect(box).to_have_value(option)
+    choose_option(page, label, option)
+    expect(page.get_by_role("combobox", name=label, exact=True)).to_have_value(option)
 
 
 def set_number(page, label: str, value: int) -> None:
