@@ -308,7 +308,7 @@ def main() -> int:
         f"max |pixel difference| product vs {baseline}: {int(diff.max())} (uint8 levels), "
         f"{(diff > 0).mean():.4%} of values differ, PSNR {_psnr(images['product'], images[baseline]):.1f} dB"
         + (
-            " (different images by design: the product denoises overlapping windows above the training size)"
+            " (different images by design: the product denoises overlapping windows above twice the training size)"
             if windowed
             else ""
         )

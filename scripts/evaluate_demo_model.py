@@ -39,10 +39,9 @@ from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
 from renal_ldm.phantom import generate_dataset, generate_phantom
-from renal_ldm.sample import Sampler, SampleRequest, write_samples
+from renal_ldm.sample import Sampler, SampleRequest, frameless_margin, write_samples
 
 GLOMERULI = "Glomeruli"
-ARTEFACT_MARGIN = 16  # px, `sample --margin`: the smallest the demo model's 32 px size multiple allows
 PHANTOM_SEED = 900_000  # far from the demo data sets' seeds (1000..12999)
 PARTS = ("generating", "sweep", "compositions", "artefacts", "realism")
 
@@ -200,12 +199,13 @@ def main() -> int:
     if "artefacts" in parts:
         artefacts = {}
         caption = levels_to_caption({GLOMERULI: HIGH})
+        margin_px = frameless_margin(sampler.model)  # the smallest `sample --margin` (16 px for the demo model)
         for size in (128, 256):
             sets = {}
             for name, windows, margin in (
                 ("samples", "auto", 0),
                 ("samples_windowed", "always", 0),
-                (f"samples_margin_{ARTEFACT_MARGIN}px", "auto", ARTEFACT_MARGIN),
+                (f"samples_margin_{margin_px}px", "auto", margin_px),
             ):
                 if windows == "always" and size <= 128:
                     continue
