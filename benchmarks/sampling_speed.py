@@ -53,8 +53,7 @@ def naive_sample(model, encoder, caption: str, n: int, seed: int, steps: int, gu
     from renal_ldm.models.schedulers import build_sampling_scheduler
     from renal_ldm.sample import to_uint8
 
-    cond = encoder.encode([caption]).expand(n, -1, -1).clone()
-    uncond = encoder.encode([""]).expand(n, -1, -1).clone()
+    cond, uncond = (_inputs(model, encoder, [text], n) for text in (caption, ""))
     side = size // model.config.autoencoder.downsampling_factor
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
     latents = torch.cat(
@@ -63,24 +62,23 @@ def naive_sample(model, encoder, caption: str, n: int, seed: int, steps: int, gu
     sched = build_sampling_scheduler("ddim", model.noise_scheduler.config)
     sched.set_timesteps(steps)
     latents = latents * sched.init_noise_sigma
-    pooled_c, pooled_u = _pooled(model, encoder, caption, n)
     with torch.enable_grad():
         for t in sched.timesteps:
-            eps_c = model.unet(latents, t, encoder_hidden_states=cond, class_labels=pooled_c).sample
-            eps_u = model.unet(latents, t, encoder_hidden_states=uncond, class_labels=pooled_u).sample
+            eps_c = model.unet(latents, t, **cond.kwargs()).sample
+            eps_u = model.unet(latents, t, **uncond.kwargs()).sample
             eps = eps_u + guidance * (eps_c - eps_u)
             latents = sched.step(eps, t, latents, eta=0.0, generator=gens).prev_sample
         images = model.vae.decode(latents / model.config.autoencoder.scaling_factor).sample
     return to_uint8(images.detach())
 
 
-def _pooled(model, encoder, caption: str, n: int):
-    """(conditional, unconditional) pooled caption embeddings for a UNet with a caption-embedding path."""
-    from renal_ldm.models.build import uses_caption_embedding
+def _inputs(model, encoder, captions: list[str], n: int):
+    """The captions' UNet inputs (states, and the pooled embedding and token mask where the model takes them),
+    n rows each, as any caller of the UNet must build them."""
+    from renal_ldm.models.caption_inputs import UNetInputs, caption_inputs
 
-    if not uses_caption_embedding(model.unet):
-        return None, None
-    return encoder.pool([caption]).expand(n, -1).clone(), encoder.pool([""]).expand(n, -1).clone()
+    one = [caption_inputs(encoder, [c], model.unet, model.config.unet.caption_mask) for c in captions]
+    return UNetInputs.stack(one, n).map(lambda x: x.clone())
 
 
 def diffusers_sample(model, encoder, caption: str, n: int, seed: int, steps: int, guidance: float, size: int):
@@ -90,9 +88,7 @@ def diffusers_sample(model, encoder, caption: str, n: int, seed: int, steps: int
 
     from renal_ldm.sample import to_uint8
 
-    context = torch.cat([encoder.encode([""]).expand(n, -1, -1), encoder.encode([caption]).expand(n, -1, -1)])
-    pooled_c, pooled_u = _pooled(model, encoder, caption, n)
-    pooled = torch.cat([pooled_u, pooled_c]) if pooled_c is not None else None
+    inputs = _inputs(model, encoder, ["", caption], n)
     side = size // model.config.autoencoder.downsampling_factor
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
     latents = torch.cat(
@@ -104,7 +100,7 @@ def diffusers_sample(model, encoder, caption: str, n: int, seed: int, steps: int
     with torch.no_grad():
         for t in sched.timesteps:
             x = sched.scale_model_input(torch.cat([latents, latents]), t)
-            eps_u, eps_c = model.unet(x, t, encoder_hidden_states=context, class_labels=pooled).sample.chunk(2)
+            eps_u, eps_c = model.unet(x, t, **inputs.kwargs()).sample.chunk(2)
             latents = sched.step(eps_u + guidance * (eps_c - eps_u), t, latents, eta=0.0).prev_sample
         images = model.vae.decode(latents / model.config.autoencoder.scaling_factor).sample
     return to_uint8(images)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from renal_ldm.models.build import uses_caption_embedding
+from renal_ldm.models.caption_inputs import caption_inputs
 from renal_ldm.models.checkpoint import LatentDiffusionModel
 from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 from renal_ldm.training.ldm import diffusion_target
@@ -64,7 +64,6 @@ def conditioning_check(
     if images.shape[0] != len(captions):
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
     encoder = get_text_encoder(model.text_encoder)
-    pooled = uses_caption_embedding(model.unet)
     generator = torch.Generator().manual_seed(seed)
     others = [captions[j] for j in derangement(len(captions), generator)]
     latents = (
@@ -82,10 +81,9 @@ def conditioning_check(
             a = alphas[t]
             noisy = a.sqrt() * latents[part] + (1 - a).sqrt() * noise[part]
             chunk = list(texts[part])
-            states = torch.cat([encoder.encode([c]) for c in chunk])
-            labels = torch.cat([encoder.pool([c]) for c in chunk]) if pooled else None
+            inputs = caption_inputs(encoder, chunk, model.unet, model.config.unet.caption_mask)
             steps = torch.full((len(chunk),), t, dtype=torch.long)
-            out = model.unet(noisy, steps, encoder_hidden_states=states, class_labels=labels).sample
+            out = model.unet(noisy, steps, **inputs.kwargs()).sample
             target = diffusion_target(prediction, latents[part], noise[part], a)
             total += float(((out - target) ** 2).mean()) * len(chunk)
         return total / len(latents)

@@ -52,7 +52,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from renal_ldm import __version__
-from renal_ldm.models.build import uses_caption_embedding
+from renal_ldm.models.caption_inputs import UNetInputs, caption_inputs
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model
 from renal_ldm.models.configs import (
     MAX_SAMPLING_STEPS,
@@ -187,15 +187,6 @@ class SampleRequest:
         )
 
 
-@dataclass(frozen=True)
-class CaptionInputs:
-    """What the UNet receives for one caption: token states for cross-attention and, for a UNet with a
-    caption-embedding path (renal_ldm.models.build), the pooled embedding."""
-
-    states: torch.Tensor  # (1, T, D)
-    pooled: torch.Tensor | None = None  # (1, D)
-
-
 @dataclass
 class SampleResult:
     """One generated image with everything needed to regenerate it."""
@@ -227,8 +218,9 @@ class ContextKVCache(AttnProcessor2_0):
     text context are computed once per request instead of once per denoising step.
 
     The context (caption states) is the same tensor at every step, so to_k/to_v of it are too; the cached path
-    runs the very same operations on the same tensor, so results are bit-identical. Self-attention, masks and
-    attention variants this model family does not use go through the stock processor.
+    runs the very same operations on the same tensor, so results are bit-identical. A caption token mask (the
+    (B, 1, T) bias diffusers makes of encoder_attention_mask) is applied as the stock processor does. Self-attention
+    and attention variants this model family does not use go through the stock processor.
     """
 
     def __init__(self) -> None:
@@ -249,7 +241,7 @@ class ContextKVCache(AttnProcessor2_0):
         if (
             self._store is None
             or encoder_hidden_states is None
-            or attention_mask is not None
+            or (attention_mask is not None and attention_mask.ndim != 3)
             or args
             or kwargs
             or hidden_states.ndim != 3
@@ -275,7 +267,11 @@ class ContextKVCache(AttnProcessor2_0):
         _, key, value = entry
         head_dim = key.shape[-1]
         query = attn.to_q(hidden_states).view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+        if attention_mask is not None:  # (B, 1, T) bias, broadcast over heads and queries
+            attention_mask = attention_mask.view(batch_size, 1, 1, -1).to(query.dtype)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+        )
         out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
@@ -347,14 +343,12 @@ class Sampler:
     def _installed_processor(self):
         return next(iter(self.model.unet.attn_processors.values()), None)
 
-    def encode_captions(self, caption: str) -> tuple[CaptionInputs, CaptionInputs]:
-        """Conditional and unconditional UNet inputs (1, T, D) states, plus (1, D) pooled embeddings for a UNet
-        with a caption-embedding path; each caption encoded alone, as in training."""
-        pooled = uses_caption_embedding(self.model.unet)
+    def encode_captions(self, caption: str) -> tuple[UNetInputs, UNetInputs]:
+        """Conditional and unconditional one-row UNet inputs, each caption encoded alone, as in training."""
 
-        def inputs(text: str) -> CaptionInputs:
-            states = self.text_encoder.encode([text]).to(self.device)
-            return CaptionInputs(states, self.text_encoder.pool([text]).to(self.device) if pooled else None)
+        def inputs(text: str) -> UNetInputs:
+            made = caption_inputs(self.text_encoder, [text], self.model.unet, self.model.config.unet.caption_mask)
+            return made.map(lambda x: x.to(self.device))
 
         return inputs(caption), inputs(UNCONDITIONAL_CAPTION)
 
@@ -434,8 +428,8 @@ class Sampler:
         self,
         request: SampleRequest,
         indices: list[int],
-        cond: CaptionInputs,
-        uncond: CaptionInputs,
+        cond: UNetInputs,
+        uncond: UNetInputs,
         step_done: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> torch.Tensor:
@@ -458,8 +452,8 @@ class Sampler:
         request: SampleRequest,
         height: int,
         width: int,
-        captions: list[CaptionInputs],
-        uncond: CaptionInputs,
+        captions: list[UNetInputs],
+        uncond: UNetInputs,
         window_caption: Callable[[Window], int] | None = None,
         call_done: Callable[[int, int], None] | None = None,
         cancel: threading.Event | None = None,
@@ -485,7 +479,7 @@ class Sampler:
         return self._run_schedule(latents, [generator], request, predict, None, cancel)
 
     @staticmethod
-    def _branches(cond: CaptionInputs, uncond: CaptionInputs, g: float) -> list[CaptionInputs]:
+    def _branches(cond: UNetInputs, uncond: UNetInputs, g: float) -> list[UNetInputs]:
         """The guidance branches a step runs: both for 0 < g != 1, else the one that counts."""
         return [cond] if g == 1.0 else [uncond] if g == 0.0 else [uncond, cond]
 
@@ -510,28 +504,19 @@ class Sampler:
                     step_done(k)
         return latents
 
-    def _whole_predictor(self, branches: list[CaptionInputs], g: float, b: int):
+    def _whole_predictor(self, branches: list[UNetInputs], g: float, b: int):
         """eps(x, t) for latents the UNet takes whole: one fused call over the guidance branches per step."""
-        context, pooled = self._branch_inputs(branches, b)
-        rows = context.shape[0]
-        context = self._pad(context).contiguous()  # padded once: the K/V cache keys on this very tensor
-        pooled = self._pad(pooled) if pooled is not None else None
+        inputs = UNetInputs.stack(branches, b)
+        rows = inputs.context.shape[0]
+        inputs = inputs.map(lambda x: self._pad(x).contiguous())  # padded once: the K/V cache keys on the context
         memory_format = self._memory_format()
 
         def predict(x: torch.Tensor, t) -> torch.Tensor:
             x = self._pad(torch.cat([x] * len(branches))).contiguous(memory_format=memory_format)
-            eps = self.model.unet(x, t, encoder_hidden_states=context, class_labels=pooled).sample[:rows]
+            eps = self.model.unet(x, t, **inputs.kwargs()).sample[:rows]
             return _guided(eps, len(branches), g)
 
         return predict
-
-    @staticmethod
-    def _branch_inputs(branches: list[CaptionInputs], b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Caption inputs for b images per branch, branch-major ([uncond] * b + [cond] * b)."""
-        context = torch.cat([x.states.expand(b, -1, -1) for x in branches])
-        if branches[0].pooled is None:
-            return context, None
-        return context, torch.cat([x.pooled.expand(b, -1) for x in branches])
 
     def _memory_format(self):
         return torch.channels_last if self.channels_last else torch.contiguous_format
@@ -622,7 +607,7 @@ class WindowedPredictor:
     def __init__(
         self,
         sampler: Sampler,
-        branch_sets: list[list[CaptionInputs]],
+        branch_sets: list[list[UNetInputs]],
         g: float,
         b: int,
         height: int,
@@ -639,21 +624,18 @@ class WindowedPredictor:
         if any(not 0 <= c < len(branch_sets) for c in captions):
             raise ValueError(f"window captions must index the {len(branch_sets)} captions given; got {set(captions)}")
         chunk = max(1, sampler.window_batch)
-        inputs: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self.calls: list[tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor | None]] = []
+        inputs: dict[tuple[int, int, int], UNetInputs] = {}
+        self.calls: list[tuple[list[tuple[int, int]], UNetInputs]] = []
         for caption in sorted(set(captions)):
-            context, pooled = sampler._branch_inputs(branch_sets[caption], b)  # (per_window, T, D)
+            stacked = UNetInputs.stack(branch_sets[caption], b)  # per_window rows
             rows = [(i, r) for i, c in enumerate(captions) if c == caption for r in range(per_window)]
             for start in range(0, len(rows), chunk):
                 part = rows[start : start + chunk]
                 key = (caption, part[0][1], len(part))  # rows cycle through 0..per_window-1
                 if key not in inputs:
                     index = torch.tensor([r for _, r in part])
-                    inputs[key] = (
-                        sampler._pad(context[index]).contiguous(),
-                        sampler._pad(pooled[index]) if pooled is not None else None,
-                    )
-                self.calls.append((part, *inputs[key]))
+                    inputs[key] = stacked.map(lambda x, index=index: sampler._pad(x[index]).contiguous())
+                self.calls.append((part, inputs[key]))
         self.calls_per_step = len(self.calls)
         self.step = 0
         self.call_done: Callable[[int, int], None] | None = None
@@ -663,7 +645,7 @@ class WindowedPredictor:
         unet, memory_format = sampler.model.unet, sampler._memory_format()
         blend = Blender(x.shape, self.weights, dtype=x.dtype, device=x.device)
         pending: list[torch.Tensor] = []  # rows of the window being completed
-        for n, (part, context, pooled) in enumerate(self.calls, start=1):
+        for n, (part, inputs) in enumerate(self.calls, start=1):
             if self.cancel is not None and self.cancel.is_set():
                 raise SamplingCancelled(
                     f"sampling cancelled at step {self.step}, window batch {n} of {self.calls_per_step}"
@@ -671,7 +653,7 @@ class WindowedPredictor:
             windows = [self.windows[i] for i, _ in part]
             tiles = torch.stack([x[r % b, :, w.rows, w.cols] for w, (_, r) in zip(windows, part, strict=True)])
             tiles = sampler._pad(tiles).contiguous(memory_format=memory_format)
-            eps = unet(tiles, t, encoder_hidden_states=context, class_labels=pooled).sample[: len(part)]
+            eps = unet(tiles, t, **inputs.kwargs()).sample[: len(part)]
             for w, (_, r), row in zip(windows, part, eps, strict=True):
                 pending.append(row)
                 if r == per_window - 1:

@@ -40,6 +40,7 @@ class TextEncoder(ABC):
         self.device = torch.device(device)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._pooled_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._mask_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
     def encode(self, captions: Sequence[str]) -> torch.Tensor:
@@ -49,6 +50,11 @@ class TextEncoder(ABC):
     def pool(self, captions: Sequence[str]) -> torch.Tensor:
         """(B, D) float32 pooled caption embeddings (one vector per caption), for a UNet's global conditioning."""
         return self._cached(captions, self._pooled_cache, self._pool_batch)
+
+    def token_mask(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, T) float32: 1 for the caption's real tokens, 0 for padding, aligned with encode's states; what a UNet
+        with unet.caption_mask passes as encoder_attention_mask."""
+        return self._cached(captions, self._mask_cache, self._mask_batch)
 
     @torch.inference_mode()
     def _cached(self, captions: Sequence[str], cache: OrderedDict[str, torch.Tensor], compute) -> torch.Tensor:
@@ -73,6 +79,10 @@ class TextEncoder(ABC):
     def _pool_batch(self, captions: list[str]) -> torch.Tensor:
         """(B, D) pooled embeddings; this fallback averages all token states, padding included."""
         return self._encode_batch(captions).mean(dim=1)
+
+    def _mask_batch(self, captions: list[str]) -> torch.Tensor:
+        """(B, T) token mask; this fallback, for encoders without padding, keeps every token."""
+        return torch.ones(len(captions), self.max_tokens)
 
     @property
     def cache_size(self) -> int:
@@ -105,11 +115,16 @@ class MiniLMTextEncoder(TextEncoder):
         self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval().to(self.device)
         self.model.requires_grad_(False)
 
-    def _encode_batch(self, captions: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(
+    def _tokens(self, captions: list[str]):
+        return self.tokenizer(
             captions, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
         ).to(self.device)
-        return self.model(**tokens).last_hidden_state
+
+    def _encode_batch(self, captions: list[str]) -> torch.Tensor:
+        return self.model(**self._tokens(captions)).last_hidden_state
+
+    def _mask_batch(self, captions: list[str]) -> torch.Tensor:
+        return self._tokens(captions)["attention_mask"]
 
     def _pool_batch(self, captions: list[str]) -> torch.Tensor:
         """Mean of the real (unpadded) token states, L2-normalised: the sentence embedding of all-MiniLM-L6-v2."""
@@ -147,14 +162,16 @@ class PLIPTextEncoder(TextEncoder):
                 f"PLIP chunks need {CLIP_CHUNK_TOKENS}"
             )
 
+    def _tokens(self, captions: list[str]):
+        return self.tokenizer(
+            captions, padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+
+    def _mask_batch(self, captions: list[str]) -> torch.Tensor:
+        return self._tokens(captions)["attention_mask"]
+
     def _encode_batch(self, captions: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(
-            captions,
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_tokens,
-            return_tensors="pt",
-        ).input_ids.to(self.device)
+        ids = self._tokens(captions).input_ids
         positions = torch.arange(CLIP_CHUNK_TOKENS, device=self.device).unsqueeze(0).expand(ids.shape[0], -1)
         chunks = [
             self.model(input_ids=chunk, position_ids=positions).last_hidden_state

@@ -122,6 +122,13 @@ def register(subparsers) -> None:
         "--init-from run keeps its own); recorded in the model's config, which the samplers follow",
     )
     p.add_argument(
+        "--caption-mask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cross-attention skips the caption's padding tokens (default: the config's, or the --init-from or "
+        "resumed model's); recorded in the model's config, which the samplers follow",
+    )
+    p.add_argument(
         "--scale-latents",
         action="store_true",
         help="train on latents / std, the std measured on the data (LDM paper); recorded in the model's config",
@@ -201,6 +208,7 @@ def run_train(args: argparse.Namespace) -> int:
         snr_gamma=args.snr_gamma,
         scale_latents=args.scale_latents,
         prediction=args.prediction,
+        caption_mask=args.caption_mask,
         guidance=args.guidance,
         seed=args.seed,
         num_workers=args.workers,

@@ -81,6 +81,7 @@ class LDMTrainSettings:
     snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al. 2023), e.g. 5.0; None: plain epsilon MSE
     scale_latents: bool = False  # measure the latents' std on the data and train on latents / std (LDM paper)
     prediction: str | None = None  # a PREDICTION_TYPES name for a new run; None: the config's (or the run's)
+    caption_mask: bool | None = None  # set unet.caption_mask (also on --init-from weights); None: keep the config's
     guidance: float | None = None  # recommended guidance scale written into the model's manifest
     seed: int = 0
     num_workers: int = 0
@@ -135,6 +136,10 @@ class UNetConfig:
     caption_embedding: bool = False
     """Also add a pooled caption embedding to the timestep embedding (diffusers' class_embed_type "projection"):
     a global path that reaches every resolution block, besides cross-attention at attention_levels."""
+    caption_mask: bool = False
+    """Cross-attention skips the caption's padding tokens (the tokenizer's attention mask reaches the UNet as
+    encoder_attention_mask): a caption has 5-40 real tokens among MiniLM's 128, and the padding states differ
+    little between captions, so unmasked they dilute what the words say (see models/demo/README.md)."""
 
     @property
     def block_out_channels(self) -> tuple[int, ...]:

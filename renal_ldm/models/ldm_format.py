@@ -759,6 +759,11 @@ def check_ldm_expressible(config: ModelConfig) -> None:
             "unet.caption_embedding = True (a pooled caption added to the timestep embedding, diffusers' projection "
             "class embedding) has no equivalent in latent-diffusion's UNetModel; export a model trained without it"
         )
+    if u.caption_mask:
+        raise LDMFormatError(
+            "unet.caption_mask = True (cross-attention skips the caption's padding tokens) has no equivalent in "
+            "latent-diffusion, whose UNetModel attends to every token; export a model trained without it"
+        )
     for where, groups in (
         ("unet.norm_num_groups", u.norm_num_groups),
         ("autoencoder.norm_num_groups", ae.norm_num_groups),

@@ -41,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from renal_ldm.models.build import build_noise_scheduler, build_unet, uses_caption_embedding
+from renal_ldm.models.build import build_noise_scheduler, build_unet
+from renal_ldm.models.caption_inputs import UNetInputs, caption_inputs
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import PREDICTION_TYPES, LDMTrainSettings, ModelConfig, get_config
 from renal_ldm.models.manifest import RUN_CHECKPOINT_MODEL, RUN_MODEL
-from renal_ldm.text import UNCONDITIONAL_CAPTION, TextEncoder, get_text_encoder
+from renal_ldm.text import UNCONDITIONAL_CAPTION, get_text_encoder
 from renal_ldm.training.common import (
     MetricsLog,
     TrainingDiverged,
@@ -100,15 +101,13 @@ def diffusion_loss(
     unet,
     noisy: torch.Tensor,
     timesteps: torch.Tensor,
-    context: torch.Tensor,
+    inputs: UNetInputs,
     target: torch.Tensor,
-    pooled: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between the UNet's output and `target` (the noise, or v: see diffusion_target), per-sample weighted when
-    weights (B,) are given (a module-level function so tests can inject a NaN). pooled: the caption embedding for a
-    UNet with a caption-embedding path."""
-    pred = unet(noisy, timesteps, encoder_hidden_states=context, class_labels=pooled).sample
+    weights (B,) are given (a module-level function so tests can inject a NaN). inputs: the captions' UNet inputs."""
+    pred = unet(noisy, timesteps, **inputs.kwargs()).sample
     if weights is None:
         return F.mse_loss(pred.float(), target.float())
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
@@ -134,16 +133,6 @@ def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float, prediction_typ
     timesteps, whose target is hard to see and easy to overfit, stop dominating."""
     snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
     return snr.clamp(max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
-
-
-def encode_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
-    """(B, T, D): each caption encoded alone (cached), so its states never depend on the batch it came in."""
-    return torch.cat([encoder.encode([c]) for c in captions])
-
-
-def pool_captions(encoder: TextEncoder, captions: list[str]) -> torch.Tensor:
-    """(B, D) pooled caption embeddings, each caption alone (cached), as encode_captions."""
-    return torch.cat([encoder.pool([c]) for c in captions])
 
 
 class LatentCache:
@@ -418,6 +407,8 @@ def train_ldm(
     _compatible_config(config, vae_model)
     config = _with_prediction(config, settings.prediction, resumed, starts_from_init=bool(init_extra))
     prediction = config.noise.prediction_type
+    if settings.caption_mask is not None:  # weights that attended to padding learn to do without it: a fine-tune
+        config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, caption_mask=settings.caption_mask))
     if resumed is not None and (settings.scale_latents or init_extra):
         # measured when the run (or the model it starts from) started: its UNet was trained on latents so scaled
         scale = resumed.config.autoencoder.scaling_factor
@@ -455,7 +446,6 @@ def train_ldm(
     unet.requires_grad_(True)
     # Measured on the 2-core CPU (benchmarks/training_speed.py): oneDNN convolutions train faster in NHWC.
     unet.to(memory_format=torch.channels_last)
-    caption_embedding = uses_caption_embedding(unet)
     vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
     vae_module.register_to_config(scaling_factor=config.autoencoder.scaling_factor)
     latent_cache = LatentCache(vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20)
@@ -567,8 +557,7 @@ def train_ldm(
                 images = random_flips(images, generator)
             drop = torch.rand(b, generator=generator) < settings.caption_dropout
             captions = [UNCONDITIONAL_CAPTION if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-            context = encode_captions(encoder, captions).to(device)
-            pooled = pool_captions(encoder, captions).to(device) if caption_embedding else None
+            inputs = caption_inputs(encoder, captions, unet, config.unet.caption_mask).map(lambda x: x.to(device))
             latents = latent_cache.encode(images)
             noise = torch.randn(latents.shape, generator=generator).to(device)
             timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
@@ -577,7 +566,7 @@ def train_ldm(
             weights = min_snr_weights(a.view(b), settings.snr_gamma, prediction) if settings.snr_gamma else None
             target = diffusion_target(prediction, latents, noise, a)
             with accelerator.autocast():
-                loss = diffusion_loss(unet, noisy, timesteps, context, target, pooled, weights)
+                loss = diffusion_loss(unet, noisy, timesteps, inputs, target, weights)
             loss_value = float(accelerator.reduce(loss.detach().float(), "mean"))
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(_diverged_message("loss", loss_value, step + 1, run_dir, last_saved))

@@ -93,8 +93,8 @@ def test_batched_cfg_equals_two_separate_passes(sampler):
     sched.set_timesteps(request.steps)
     with torch.no_grad():
         for t in sched.timesteps:
-            eps_c = unet(latents, t, encoder_hidden_states=cond.states.expand(3, -1, -1)).sample
-            eps_u = unet(latents, t, encoder_hidden_states=uncond.states.expand(3, -1, -1)).sample
+            eps_c = unet(latents, t, encoder_hidden_states=cond.context.expand(3, -1, -1)).sample
+            eps_u = unet(latents, t, encoder_hidden_states=uncond.context.expand(3, -1, -1)).sample
             latents = sched.step(eps_u + g * (eps_c - eps_u), t, latents, eta=0.0).prev_sample
     scale = max(1.0, latents.abs().max().item())  # random weights give latents of order 10
     assert (fused - latents).abs().max().item() < 1e-5 * scale
