@@ -28,7 +28,7 @@ import math
 import multiprocessing
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -169,6 +169,7 @@ def generate_phantom(
     seed: int | None = 0,
     composition: Mapping[str | int, float] | None = None,
     rng: np.random.Generator | None = None,
+    lead: Sequence[str | int] | None = None,
 ) -> Phantom:
     """A phantom patch of `size` (side, or (height, width)) pixels.
 
@@ -178,13 +179,15 @@ def generate_phantom(
     met approximately (structures are whole, packing leaves interstitium), closely enough that the caption
     level matches for targets the packing can reach: one class up to about 0.6 of the patch, several classes
     together up to about 0.6 (0.7 at 256 px, where big glomeruli leave room for tubules between them).
-    None draws a random composition. rng, when given, is used instead of `seed`.
+    None draws a random composition; lead then names the structure classes its leading class is drawn from
+    (random_composition). rng, when given, is used instead of `seed`.
     """
     height, width = _check_size(size)
+    leads = resolve_lead(lead, composition)
     targets = resolve_composition(composition) if composition is not None else None
     rng = rng if rng is not None else np.random.default_rng(seed)
     if targets is None:
-        targets = random_composition(rng)
+        targets = random_composition(rng, leads)
     return _build(rng, height, width, targets)
 
 
@@ -250,17 +253,25 @@ _STRUCTURE_BUDGET = 0.75
 """Largest share of the tissue that packed structures are asked to cover; the rest stays interstitium."""
 
 
-def random_composition(rng: np.random.Generator) -> dict[int, float]:
+def random_composition(rng: np.random.Generator, leads: Sequence[int] | None = None) -> dict[int, float]:
     """Targets for the random mode: a leading structure class, each other one present half the time.
 
     The lead (often at a high level) gets first call on the space, so every class reaches every caption level;
-    a tissue edge (white background) in a third of the tiles lets interstitium drop to a low level too.
+    a tissue edge (white background) in a third of the tiles lets interstitium drop to a low level too. leads
+    (label ids of structure classes) restricts the lead to those classes, e.g. to add tiles where glomeruli
+    dominate to a data set; without it the lead is any structure class, with the same draws as ever.
     """
     background = rng.uniform(0.1, 0.5) if rng.random() < 0.35 else 0.0
     budget = _STRUCTURE_BUDGET * (1.0 - background)
     targets = {c.id: 0.0 for c in TISSUE_CLASSES}
     targets[BACKGROUND_ID] = background
-    for rank, label in enumerate(rng.permutation([k.label for k in _KINDS])):
+    labels = [k.label for k in _KINDS]
+    if leads:
+        first = int(leads[rng.integers(len(leads))])
+        order = [first, *rng.permutation([x for x in labels if x != first])]
+    else:
+        order = rng.permutation(labels)
+    for rank, label in enumerate(order):
         if rank > 0 and rng.random() < 0.5:
             continue
         odds = (0.2, 0.35, 0.45) if rank == 0 else (0.55, 0.3, 0.15)
@@ -274,6 +285,30 @@ def random_composition(rng: np.random.Generator) -> dict[int, float]:
                 break
     targets[OTHER_TISSUE_ID] = max(0.0, 1.0 - sum(targets.values()))
     return targets
+
+
+def resolve_lead(lead: Sequence[str | int] | None, composition=None) -> tuple[int, ...] | None:
+    """Label ids of the classes a random composition may lead with, checked: structure classes only, and not
+    together with a fixed composition (which leaves nothing to draw)."""
+    if lead is None:
+        return None
+    if composition is not None:
+        raise ValueError("a lead class applies to random compositions; give either a composition or a lead")
+    ids = []
+    for key in lead:
+        cls = by_id(key) if isinstance(key, (int, np.integer)) else by_name(key)
+        if cls.id not in _STRUCTURE_IDS:
+            names = ", ".join(repr(by_id(x).name) for x in _STRUCTURE_IDS)
+            raise ValueError(f"lead class {cls.name!r} is not a structure the phantom packs; expected one of {names}")
+        ids.append(cls.id)
+    if not ids:
+        raise ValueError("no lead class given; expected at least one structure class name")
+    return tuple(dict.fromkeys(ids))
+
+
+def parse_lead(spec: str) -> tuple[int, ...]:
+    """`--lead Glomeruli,Sclerotic Glomeruli` -> label ids (resolve_lead's checks)."""
+    return resolve_lead([part.strip() for part in spec.split(",") if part.strip()])
 
 
 def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -830,6 +865,8 @@ _KINDS: tuple[_Kind, ...] = (  # packing order: largest structures first
     _Kind(TUBULI_ID, (13, 26), (0.65, 1.0), 0.15, (0.8, 2.0), _draw_tubule),
     _Kind(ATROPHIC_TUBULI_ID, (6, 12), (0.65, 1.0), 0.12, (1.0, 3.0), _draw_atrophic),
 )
+_STRUCTURE_IDS = tuple(int(k.label) for k in _KINDS)
+"""The classes the phantom packs as structures: those a random composition can lead with."""
 
 
 def _interstitium(rng: np.random.Generator, parts: np.ndarray) -> np.ndarray:
@@ -999,10 +1036,10 @@ def file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _write_pair(job: tuple[Path, int, tuple[int, int], int, dict | None]) -> dict:
+def _write_pair(job: tuple[Path, int, tuple[int, int], int, dict | None, tuple[int, ...] | None]) -> dict:
     """Generate phantom `index` (seed + index) and write its pair; returns its captions.jsonl record."""
-    out, index, size, seed, composition = job
-    phantom = generate_phantom(size, seed=seed + index, composition=composition)
+    out, index, size, seed, composition, lead = job
+    phantom = generate_phantom(size, seed=seed + index, composition=composition, lead=lead)
     return layout.write_pair(out, file_name(index), phantom.image, phantom.mask)
 
 
@@ -1013,21 +1050,23 @@ def generate_dataset(
     seed: int = 0,
     composition: Mapping[str | int, float] | None = None,
     *,
+    lead: Sequence[str | int] | None = None,
     workers: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write n phantom pairs as a patch data set (renal_ldm.data.layout), with phantom.json, the parameters.
 
-    Pair i is NNNNNN.png and uses seed + i, so `generate_phantom(size, seed + i, composition)` regenerates it
-    alone. A folder that already holds a data set is refused unless overwrite, which replaces it (and puts it
-    back if the run fails). progress(k) is called as k more pairs are written. Returns the output folder.
+    Pair i is NNNNNN.png and uses seed + i, so `generate_phantom(size, seed + i, composition, lead=lead)`
+    regenerates it alone. A folder that already holds a data set is refused unless overwrite, which replaces it
+    (and puts it back if the run fails). progress(k) is called as k more pairs are written. Returns the folder.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of phantoms must be a positive integer; got {n!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer; got {workers!r}")
     height, width = _check_size(size)
+    leads = resolve_lead(lead, composition)
     targets = None if composition is None else {by_id(k).name: v for k, v in resolve_composition(composition).items()}
     named = None if composition is None else {_name(k): float(v) for k, v in composition.items()}
     parameters = {
@@ -1038,9 +1077,10 @@ def generate_dataset(
         "seed": int(seed),
         "composition": named,
         "targets": targets,
+        "lead": None if leads is None else [by_id(x).name for x in leads],
     }
     writer = layout.DatasetWriter(out_dir, overwrite=overwrite, parameters=parameters)
-    jobs = ((writer.root, i, (height, width), int(seed), named) for i in range(int(n)))
+    jobs = ((writer.root, i, (height, width), int(seed), named, leads) for i in range(int(n)))
     with writer:
         for record in _run_jobs(jobs, int(n), int(workers)):
             writer.add_written(record)

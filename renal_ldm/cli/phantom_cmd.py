@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from renal_ldm.contact_sheet import dataset_contact_sheet
 from renal_ldm.data.layout import CAPTIONS_FILE, IMAGES_DIR, MASKS_DIR, check_output
-from renal_ldm.phantom import generate_dataset, parse_composition
+from renal_ldm.phantom import generate_dataset, parse_composition, parse_lead
 
 SHEET_COUNT = 16
 
@@ -39,6 +39,12 @@ def register(subparsers) -> None:
         metavar="SPEC",
         help="target fraction per class, e.g. Glomeruli=0.45,Tubuli=0.25 (default: random, covering all levels)",
     )
+    p.add_argument(
+        "--lead",
+        metavar="CLASSES",
+        help="random compositions lead with one of these structure classes, e.g. 'Glomeruli,Sclerotic Glomeruli' "
+        "(tiles where they dominate, to add to a data set; default: any structure class)",
+    )
     p.add_argument("--workers", type=int, default=default_workers(), help="worker processes (default: one per core)")
     p.add_argument("--contact-sheet", metavar="PATH", help=f"also write a PNG of the first {SHEET_COUNT} pairs")
     p.add_argument("--overwrite", action="store_true", help="replace a data set already in --out")
@@ -47,6 +53,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     composition = parse_composition(args.composition) if args.composition is not None else None
+    lead = parse_lead(args.lead) if args.lead is not None else None
+    if lead is not None and composition is not None:
+        raise ValueError("--lead applies to random compositions; give either --composition or --lead")
     sheet = Path(args.contact_sheet) if args.contact_sheet else None
     if sheet is not None and sheet.suffix.lower() != ".png":
         raise ValueError(f"--contact-sheet must name a .png file; got {sheet}")
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             args.size,
             args.seed,
             composition,
+            lead=lead,
             workers=args.workers,
             overwrite=args.overwrite,
             progress=bar.update,

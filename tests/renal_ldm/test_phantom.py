@@ -119,6 +119,36 @@ def test_naming_other_tissue_leaves_the_rest_as_background():
     assert p.fractions[BACKGROUND] == pytest.approx(0.3, abs=0.01)
 
 
+def test_lead_classes_dominate_random_tiles_and_no_lead_draws_as_before():
+    """--lead adds tiles where the named classes lead: glomeruli reach "a lot of" in far more of them than in the
+    plain random mode, and every tile holds at least one of the lead classes."""
+
+    def share_high(records, name):
+        return sum(level_for_fraction(r[name]) == "high" for r in records) / len(records)
+
+    plain = [generate_phantom(128, seed=s).fractions for s in range(60)]
+    led = [generate_phantom(128, seed=s, lead=["Glomeruli", "Sclerotic Glomeruli"]).fractions for s in range(60)]
+    assert all(r["Glomeruli"] > 0 or r["Sclerotic Glomeruli"] > 0 for r in led)
+    assert share_high(led, "Glomeruli") >= 2 * share_high(plain, "Glomeruli") + 0.05
+    # Without a lead the draws are the ones data sets were made with: the same phantom as ever for a seed.
+    same = generate_phantom(96, seed=7, lead=None)
+    assert np.array_equal(same.image, generate_phantom(96, seed=7).image)
+
+
+@pytest.mark.parametrize(
+    "lead,composition,message",
+    [
+        (["other kidney tissue"], None, "'other kidney tissue' is not a structure"),
+        (["Glomerulus"], None, "Glomerulus"),
+        ([], None, "no lead class"),
+        (["Glomeruli"], {"Tubuli": 0.3}, "either a composition or a lead"),
+    ],
+)
+def test_bad_lead_is_refused_by_name(lead, composition, message):
+    with pytest.raises(ValueError, match=message):
+        generate_phantom(64, lead=lead, composition=composition)
+
+
 def test_random_mode_covers_every_level_of_every_class():
     records = [{"fractions": generate_phantom(128, seed=s).fractions} for s in range(200)]
     counts = level_counts(records)
@@ -254,6 +284,14 @@ def test_cli_composition_is_honoured(tmp_path):
         assert record["fractions"]["Glomeruli"] == 0.0
 
 
+def test_cli_lead_is_recorded_and_honoured(tmp_path):
+    out = tmp_path / "ds"
+    args = ["phantom", "--out", str(out), "--n", "4", "--size", "96", "--lead", "Sclerotic Glomeruli", "--workers", "1"]
+    assert main(args) == 0
+    assert json.loads((out / "phantom.json").read_text())["lead"] == ["Sclerotic Glomeruli"]
+    assert all(record["fractions"]["Sclerotic Glomeruli"] > 0 for record in read_captions(out))
+
+
 def test_cli_refuses_to_overwrite_a_data_set_unless_asked(tmp_path, capsys):
     out = tmp_path / "ds"
     args = ["phantom", "--out", str(out), "--size", "64", "--workers", "1"]
@@ -285,6 +323,8 @@ def test_cli_writes_into_a_folder_without_a_data_set(tmp_path):
         (["--composition", "Glomeruli=0.7,Tubuli=0.5"], "sum to 1.2"),
         (["--workers", "0"], "workers"),
         (["--contact-sheet", "sheet.jpg"], "sheet.jpg"),
+        (["--lead", "Interstitium"], "Interstitium"),
+        (["--lead", "Glomeruli", "--composition", "Tubuli=0.3"], "either --composition or --lead"),
     ],
 )
 def test_cli_names_bad_values(tmp_path, capsys, extra, message):
