@@ -138,8 +138,9 @@ class UNetConfig:
     a global path that reaches every resolution block, besides cross-attention at attention_levels."""
     caption_mask: bool = False
     """Cross-attention skips the caption's padding tokens (the tokenizer's attention mask reaches the UNet as
-    encoder_attention_mask): a caption has 5-40 real tokens among MiniLM's 128, and the padding states differ
-    little between captions, so unmasked they dilute what the words say (see models/demo/README.md)."""
+    encoder_attention_mask): the demo data's captions have 31-95 real tokens among MiniLM's 128, and the padding
+    states differ little between captions, so unmasked they dilute what the words say (models/demo/README.md:
+    tried on the demo model, not shipped there)."""
 
     @property
     def block_out_channels(self) -> tuple[int, ...]:
