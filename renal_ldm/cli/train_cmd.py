@@ -12,20 +12,29 @@ import os
 import sys
 
 from renal_ldm.cli._args import positive_int
-from renal_ldm.models.configs import MODEL_CONFIGS, PREDICTION_TYPES, AutoencoderTrainSettings, LDMTrainSettings
+from renal_ldm.models.configs import (
+    MODEL_CONFIGS,
+    PREDICTION_TYPES,
+    UNET_PADDING_MODES,
+    AutoencoderTrainSettings,
+    LDMTrainSettings,
+)
 
 LDM, VAE = LDMTrainSettings(), AutoencoderTrainSettings()  # the defaults of every option below
 
 
-def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, defaults) -> None:
+def _add_data_arguments(
+    p: argparse.ArgumentParser, config_default: str | None, defaults, *, with_config: bool = True
+) -> None:
     p.add_argument("--data", required=True, help="patch data set: a folder with images/ + masks/, or a JSONL manifest")
-    default_text = config_default or "the autoencoder checkpoint's"
-    p.add_argument(
-        "--config",
-        default=config_default,
-        choices=list(MODEL_CONFIGS),
-        help=f"model configuration (default: {default_text})",
-    )
+    if with_config:
+        default_text = config_default or "the autoencoder checkpoint's"
+        p.add_argument(
+            "--config",
+            default=config_default,
+            choices=list(MODEL_CONFIGS),
+            help=f"model configuration (default: {default_text})",
+        )
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument(
         "--batch-size",
@@ -51,11 +60,7 @@ def _add_data_arguments(p: argparse.ArgumentParser, config_default: str | None, 
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser("train-vae", help="train the VQ-f4 autoencoder (first stage)")
-    _add_data_arguments(p, "demo", VAE)
-    p.add_argument("--out", required=True, help="output checkpoint directory (autoencoder only)")
-    p.add_argument("--lr", type=float, default=VAE.lr, help="Adam learning rate (default %(default)s)")
+def _add_held_out_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--held-out",
         type=float,
@@ -65,7 +70,28 @@ def register(subparsers) -> None:
     p.add_argument(
         "--eval-every", type=int, default=VAE.eval_every, help="also evaluate every N steps (default: only at the end)"
     )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train-vae", help="train the VQ-f4 autoencoder (first stage)")
+    _add_data_arguments(p, "demo", VAE)
+    p.add_argument("--out", required=True, help="output checkpoint directory (autoencoder only)")
+    p.add_argument("--lr", type=float, default=VAE.lr, help="Adam learning rate (default %(default)s)")
+    _add_held_out_arguments(p)
     p.set_defaults(func=run_train_vae, max_steps_default=VAE.max_steps)
+
+    p = subparsers.add_parser(
+        "tune-decoder",
+        help="fine-tune the decoder of a trained model (or autoencoder); its latents, and so its UNet, stay valid",
+    )
+    p.add_argument(
+        "--model", required=True, help="checkpoint whose decoder to tune: an LDM from `train`, or a train-vae one"
+    )
+    _add_data_arguments(p, None, VAE, with_config=False)
+    p.add_argument("--out", required=True, help="output checkpoint directory (the same kind as --model)")
+    p.add_argument("--lr", type=float, default=VAE.lr, help="Adam learning rate (default %(default)s)")
+    _add_held_out_arguments(p)
+    p.set_defaults(func=run_tune_decoder, max_steps_default=VAE.max_steps)
 
     p = subparsers.add_parser("train", help="train the latent diffusion UNet (resumable)")
     _add_data_arguments(p, None, LDM)
@@ -129,6 +155,13 @@ def register(subparsers) -> None:
         "resumed model's); recorded in the model's config, which the samplers follow",
     )
     p.add_argument(
+        "--padding-mode",
+        choices=UNET_PADDING_MODES,
+        help="how the UNet's convolutions pad the latent's border (default: the config's, zeros, or the --init-from "
+        "or resumed model's); replicate leaves no border for the model to draw a frame on; recorded in the model's "
+        "config, which the samplers follow",
+    )
+    p.add_argument(
         "--scale-latents",
         action="store_true",
         help="train on latents / std, the std measured on the data (LDM paper); recorded in the model's config",
@@ -155,18 +188,23 @@ def _open_data(path: str):
     return dataset, data_fingerprint(dataset)
 
 
-def run_train_vae(args: argparse.Namespace) -> int:
+def _reconstruction_split(args: argparse.Namespace):
+    """(train, held-out, data fingerprint) for the autoencoder commands, refused by name when one side is empty."""
     from renal_ldm.data.patches import split_dataset
-    from renal_ldm.training import AutoencoderTrainSettings, check_mixed_precision, train_autoencoder
 
-    check_mixed_precision(args.mixed_precision)
     dataset, fingerprint = _open_data(args.data)
     if len(dataset) < 2:
         raise ValueError(f"{args.data} holds {len(dataset)} patch; at least 2 are needed (one is held out)")
     train_set, held_out = split_dataset(dataset, args.held_out, seed=args.seed)
     if len(held_out) == 0:
         raise ValueError(f"--held-out {args.held_out} leaves no patch to measure the reconstruction on")
-    settings = AutoencoderTrainSettings(
+    return train_set, held_out, fingerprint
+
+
+def _autoencoder_settings(args: argparse.Namespace):
+    from renal_ldm.training import AutoencoderTrainSettings
+
+    return AutoencoderTrainSettings(
         max_steps=args.max_steps or args.max_steps_default,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -177,6 +215,14 @@ def run_train_vae(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         progress=not args.no_progress,
     )
+
+
+def run_train_vae(args: argparse.Namespace) -> int:
+    from renal_ldm.training import check_mixed_precision, train_autoencoder
+
+    check_mixed_precision(args.mixed_precision)
+    train_set, held_out, fingerprint = _reconstruction_split(args)
+    settings = _autoencoder_settings(args)
     print(
         f"train-vae: {len(train_set)} training and {len(held_out)} held-out patches from {args.data}", file=sys.stderr
     )
@@ -185,6 +231,33 @@ def run_train_vae(args: argparse.Namespace) -> int:
     )
     if _is_main_process():
         print(f"held-out PSNR: {result.psnr:.2f} dB")
+    return 0
+
+
+def run_tune_decoder(args: argparse.Namespace) -> int:
+    from renal_ldm.training import TrainingDiverged, check_mixed_precision
+    from renal_ldm.training.decoder import tune_decoder
+
+    check_mixed_precision(args.mixed_precision)
+    train_set, held_out, _ = _reconstruction_split(args)
+    print(
+        f"tune-decoder: {len(train_set)} training and {len(held_out)} held-out patches from {args.data}",
+        file=sys.stderr,
+    )
+    try:
+        result = tune_decoder(
+            args.model,
+            train_set,
+            held_out,
+            args.out,
+            settings=_autoencoder_settings(args),
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except TrainingDiverged as exc:
+        print(f"renal-ldm tune-decoder: {exc}", file=sys.stderr)
+        return 1
+    if _is_main_process():
+        print(f"held-out PSNR: {result.psnr_before:.2f} -> {result.psnr:.2f} dB")
     return 0
 
 
@@ -209,6 +282,7 @@ def run_train(args: argparse.Namespace) -> int:
         scale_latents=args.scale_latents,
         prediction=args.prediction,
         caption_mask=args.caption_mask,
+        padding_mode=args.padding_mode,
         guidance=args.guidance,
         seed=args.seed,
         num_workers=args.workers,

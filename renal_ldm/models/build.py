@@ -8,6 +8,7 @@ re-exported here for existing callers).
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
 from renal_ldm.models.configs import ModelConfig
@@ -19,6 +20,7 @@ __all__ = [
     "build_unet",
     "build_vae",
     "count_parameters",
+    "set_padding_mode",
     "uses_caption_embedding",
 ]
 
@@ -54,7 +56,7 @@ def build_unet(config: ModelConfig, context_dim: int) -> UNet2DConditionModel:
         raise ValueError(f"attention levels {bad} outside 0..{levels - 1} for channel multipliers {u.channel_mult}")
     down = tuple("CrossAttnDownBlock2D" if i in u.attention_levels else "DownBlock2D" for i in range(levels))
     up = tuple("CrossAttnUpBlock2D" if i in u.attention_levels else "UpBlock2D" for i in reversed(range(levels)))
-    return UNet2DConditionModel(
+    unet = UNet2DConditionModel(
         sample_size=config.latent_size,
         in_channels=config.autoencoder.latent_channels,
         out_channels=config.autoencoder.latent_channels,
@@ -70,6 +72,17 @@ def build_unet(config: ModelConfig, context_dim: int) -> UNet2DConditionModel:
         class_embed_type="projection" if u.caption_embedding else None,
         projection_class_embeddings_input_dim=context_dim if u.caption_embedding else None,
     )
+    return set_padding_mode(unet, u.padding_mode)
+
+
+def set_padding_mode(unet, mode: str):
+    """Make every padded convolution of the UNet pad the border so (config.unet.padding_mode). diffusers builds
+    them with zeros and has no option for it; torch's padding_mode switches a built Conv2d, weights unchanged, so
+    weights trained with one mode can be fine-tuned with another."""
+    for module in unet.modules():
+        if isinstance(module, torch.nn.Conv2d) and any(module.padding):
+            module.padding_mode = mode
+    return unet
 
 
 def uses_caption_embedding(unet) -> bool:

@@ -82,6 +82,7 @@ class LDMTrainSettings:
     scale_latents: bool = False  # measure the latents' std on the data and train on latents / std (LDM paper)
     prediction: str | None = None  # a PREDICTION_TYPES name for a new run; None: the config's (or the run's)
     caption_mask: bool | None = None  # set unet.caption_mask (also on --init-from weights); None: keep the config's
+    padding_mode: str | None = None  # set unet.padding_mode (also on --init-from weights); None: keep the config's
     guidance: float | None = None  # recommended guidance scale written into the model's manifest
     seed: int = 0
     num_workers: int = 0
@@ -122,6 +123,11 @@ class AutoencoderConfig:
         return 2 ** (len(self.block_out_channels) - 1)
 
 
+UNET_PADDING_MODES = ("zeros", "replicate")
+"""Border padding the UNet's convolutions may use. Not "reflect": it needs more cells than the padding on every
+side, and a small latent's coarsest level has a single one."""
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Cross-attention denoiser. attention_levels are indices into the channel multipliers (0 = full res)."""
@@ -141,6 +147,15 @@ class UNetConfig:
     encoder_attention_mask): the demo data's captions have 31-95 real tokens among MiniLM's 128, and the padding
     states differ little between captions, so unmasked they dilute what the words say (models/demo/README.md:
     tried on the demo model, not shipped there)."""
+    padding_mode: str = "zeros"
+    """How the UNet's convolutions pad the latent's border (torch's padding_mode): "zeros", as diffusers and the
+    reference build it, lets every layer see where the image ends, and the demo model drew a frame there (its
+    outermost 4 px 8-14% busier than the interior); "replicate" gives the border no value of its own, so a
+    uniform latent stays uniform to the edge (models/demo/README.md)."""
+
+    def __post_init__(self) -> None:
+        if self.padding_mode not in UNET_PADDING_MODES:
+            raise ValueError(f"unet padding_mode {self.padding_mode!r} is not one of {UNET_PADDING_MODES}")
 
     @property
     def block_out_channels(self) -> tuple[int, ...]:

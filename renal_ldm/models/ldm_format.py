@@ -764,6 +764,11 @@ def check_ldm_expressible(config: ModelConfig) -> None:
             "unet.caption_mask = True (cross-attention skips the caption's padding tokens) has no equivalent in "
             "latent-diffusion, whose UNetModel attends to every token; export a model trained without it"
         )
+    if u.padding_mode != "zeros":
+        raise LDMFormatError(
+            f"unet.padding_mode = {u.padding_mode!r} has no equivalent in latent-diffusion, whose UNetModel pads "
+            "every convolution with zeros; export a model trained with zeros"
+        )
     for where, groups in (
         ("unet.norm_num_groups", u.norm_num_groups),
         ("autoencoder.norm_num_groups", ae.norm_num_groups),

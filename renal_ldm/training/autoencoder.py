@@ -76,10 +76,14 @@ def vq_losses(vae, images: torch.Tensor) -> dict[str, torch.Tensor]:
     commitment = F.mse_loss(h, e.detach())
     quantized = h + (e - h).detach()
     recon = vae.decode(quantized, force_not_quantize=True).sample
-    l1 = (recon - images).abs().mean()
-    l2 = ((recon - images) ** 2).mean()
+    l1, l2 = reconstruction_losses(recon, images)
     total = l1 + l2 + codebook + COMMIT_BETA * commitment
     return {"loss": total, "l1": l1, "l2": l2, "codebook": codebook, "commitment": commitment, "indices": indices}
+
+
+def reconstruction_losses(recon: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1, L2) between a decoded batch and its images: the reconstruction part of the autoencoder's loss."""
+    return (recon - images).abs().mean(), ((recon - images) ** 2).mean()
 
 
 @torch.no_grad()

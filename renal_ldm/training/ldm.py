@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from renal_ldm.models.build import build_noise_scheduler, build_unet
+from renal_ldm.models.build import build_noise_scheduler, build_unet, set_padding_mode
 from renal_ldm.models.caption_inputs import UNetInputs, caption_inputs
 from renal_ldm.models.checkpoint import LatentDiffusionModel, load_model, save_model
 from renal_ldm.models.configs import PREDICTION_TYPES, LDMTrainSettings, ModelConfig, get_config
@@ -409,6 +409,8 @@ def train_ldm(
     prediction = config.noise.prediction_type
     if settings.caption_mask is not None:  # weights that attended to padding learn to do without it: a fine-tune
         config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, caption_mask=settings.caption_mask))
+    if settings.padding_mode is not None:  # also a fine-tune: the weights stay, the border they see changes
+        config = dataclasses.replace(config, unet=dataclasses.replace(config.unet, padding_mode=settings.padding_mode))
     if resumed is not None and (settings.scale_latents or init_extra):
         # measured when the run (or the model it starts from) started: its UNet was trained on latents so scaled
         scale = resumed.config.autoencoder.scaling_factor
@@ -440,7 +442,7 @@ def train_ldm(
     # Modules ------------------------------------------------------------------------------------------------
     torch.manual_seed(settings.seed)
     if resumed is not None:
-        unet = resumed.unet.train()
+        unet = set_padding_mode(resumed.unet.train(), config.unet.padding_mode)
     else:
         unet = build_unet(config, context_dim)
     unet.requires_grad_(True)

@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from tiny_models import build_tiny_autoencoder_checkpoint
 
 from renal_ldm.captions import GENERATING_CAPTION
 from renal_ldm.cli import main as cli_main
@@ -17,23 +16,11 @@ from renal_ldm.models.caption_inputs import caption_inputs
 from renal_ldm.models.checkpoint import load_model
 from renal_ldm.models.configs import LDMTrainSettings, ModelConfig
 from renal_ldm.models.ldm_format import LDMFormatError, check_ldm_expressible
-from renal_ldm.phantom import generate_dataset
 from renal_ldm.sample import Sampler, SampleRequest
 from renal_ldm.text import MINILM_MAX_TOKENS, get_text_encoder
 from renal_ldm.training import train_ldm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    return build_tiny_autoencoder_checkpoint(tmp_path_factory.mktemp("vae") / "vae")
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    """Four 32 px phantoms: captions of several lengths, as training sees them."""
-    return generate_dataset(tmp_path_factory.mktemp("phantoms") / "data", n=4, size=32, seed=0)
 
 
 def _settings(**kw) -> LDMTrainSettings:
@@ -107,7 +94,7 @@ def test_masked_unet_call_equals_the_words_alone(tiny_model_dir):
     torch.testing.assert_close(masked, trimmed.sample, atol=1e-5, rtol=1e-5)
 
 
-def test_training_with_caption_mask_feeds_the_mask_and_records_it(vae_dir, phantoms, tmp_path, monkeypatch):
+def test_training_with_caption_mask_feeds_the_mask_and_records_it(tiny_vae_dir, four_phantoms, tmp_path, monkeypatch):
     import renal_ldm.training.ldm as ldm
 
     real = ldm.diffusion_loss
@@ -117,8 +104,8 @@ def test_training_with_caption_mask_feeds_the_mask_and_records_it(vae_dir, phant
         seen.append(inputs.mask)
         return real(unet, noisy, timesteps, inputs, *args, **kwargs)
 
-    data = PatchDataset(phantoms, flips=False)
-    base = train_ldm(data, tmp_path / "base", vae=vae_dir, settings=_settings(), log=print)
+    data = PatchDataset(four_phantoms, flips=False)
+    base = train_ldm(data, tmp_path / "base", vae=tiny_vae_dir, settings=_settings(), log=print)
     assert load_model(base.model_dir).config.unet.caption_mask is False
     assert real is ldm.diffusion_loss
     monkeypatch.setattr(ldm, "diffusion_loss", recording)
@@ -135,9 +122,9 @@ def test_training_with_caption_mask_feeds_the_mask_and_records_it(vae_dir, phant
     assert ((counts >= 2) & (counts < MINILM_MAX_TOKENS)).all()  # words kept, padding masked
 
 
-def test_train_command_takes_caption_mask(vae_dir, phantoms, tmp_path):
+def test_train_command_takes_caption_mask(tiny_vae_dir, four_phantoms, tmp_path):
     out = tmp_path / "run"
-    argv = ["train", "--data", str(phantoms), "--vae", str(vae_dir), "--out", str(out), "--max-steps", "1"]
+    argv = ["train", "--data", str(four_phantoms), "--vae", str(tiny_vae_dir), "--out", str(out), "--max-steps", "1"]
     assert cli_main([*argv, "--batch-size", "2", "--caption-mask", "--no-progress"]) == 0
     assert load_model(out / "model").config.unet.caption_mask is True
 
