@@ -72,6 +72,18 @@ def _add_held_out_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_encode_margin_argument(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--encode-margin",
+        type=int,
+        default=0,
+        metavar="PX",
+        help=f"{what}: encode each image inside PX px of its own mirror image and crop the latent back, so the "
+        "border cells are interior cells like the rest (a multiple of 4 for VQ-f4; default 0: a plain encoding, "
+        "whose zero-padded border cells the UNet learns to copy, a frame along the border of samples)",
+    )
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("train-vae", help="train the VQ-f4 autoencoder (first stage)")
     _add_data_arguments(p, "demo", VAE)
@@ -91,6 +103,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output checkpoint directory (the same kind as --model)")
     p.add_argument("--lr", type=float, default=VAE.lr, help="Adam learning rate (default %(default)s)")
     _add_held_out_arguments(p)
+    _add_encode_margin_argument(p, "the latents the decoder learns to decode (use the UNet's own)")
     p.set_defaults(func=run_tune_decoder, max_steps_default=VAE.max_steps)
 
     p = subparsers.add_parser("train", help="train the latent diffusion UNet (resumable)")
@@ -161,6 +174,7 @@ def register(subparsers) -> None:
         "or resumed model's); replicate leaves no border for the model to draw a frame on; recorded in the model's "
         "config, which the samplers follow",
     )
+    _add_encode_margin_argument(p, "the latents the UNet learns")
     p.add_argument(
         "--scale-latents",
         action="store_true",
@@ -251,6 +265,7 @@ def run_tune_decoder(args: argparse.Namespace) -> int:
             held_out,
             args.out,
             settings=_autoencoder_settings(args),
+            encode_margin=args.encode_margin,
             log=lambda msg: print(msg, file=sys.stderr),
         )
     except TrainingDiverged as exc:
@@ -283,6 +298,7 @@ def run_train(args: argparse.Namespace) -> int:
         prediction=args.prediction,
         caption_mask=args.caption_mask,
         padding_mode=args.padding_mode,
+        encode_margin=args.encode_margin,
         guidance=args.guidance,
         seed=args.seed,
         num_workers=args.workers,

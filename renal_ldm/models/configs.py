@@ -83,6 +83,7 @@ class LDMTrainSettings:
     prediction: str | None = None  # a PREDICTION_TYPES name for a new run; None: the config's (or the run's)
     caption_mask: bool | None = None  # set unet.caption_mask (also on --init-from weights); None: keep the config's
     padding_mode: str | None = None  # set unet.padding_mode (also on --init-from weights); None: keep the config's
+    encode_margin: int = 0  # px mirrored around each image before encoding, latent cropped back (encode_interior)
     guidance: float | None = None  # recommended guidance scale written into the model's manifest
     seed: int = 0
     num_workers: int = 0

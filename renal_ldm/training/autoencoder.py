@@ -36,6 +36,7 @@ from renal_ldm.training.common import (
     check_mixed_precision,
     collate,
     derive_seed,
+    encode_interior,
     first_image_size,
     random_flips,
     stream_loader,
@@ -93,8 +94,11 @@ def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate_reconstruction(vae, dataset: Dataset, *, batch_size: int = 8, device=None) -> dict[str, float]:
-    """Mean PSNR (dB, images in [0, 1]) and codebook usage (fraction of codes hit) over a data set."""
+def evaluate_reconstruction(
+    vae, dataset: Dataset, *, batch_size: int = 8, device=None, margin: int = 0
+) -> dict[str, float]:
+    """Mean PSNR (dB, images in [0, 1]) and codebook usage (fraction of codes hit) over a data set; margin: encode
+    each image as encode_interior does (the latents a UNet trained with that margin learnt)."""
     device = device or next(vae.parameters()).device
     was_training = vae.training
     vae.eval()
@@ -103,7 +107,7 @@ def evaluate_reconstruction(vae, dataset: Dataset, *, batch_size: int = 8, devic
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     for batch in loader:
         images = batch["image"].to(device)
-        h = vae.encode(images).latents
+        h = encode_interior(vae, images, margin)
         _, _, (_, _, indices) = vae.quantize(h)
         used[indices.view(-1).cpu()] = True
         recon = vae.decode(h).sample

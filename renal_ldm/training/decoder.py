@@ -25,9 +25,11 @@ from renal_ldm.training.autoencoder import evaluate_reconstruction, reconstructi
 from renal_ldm.training.common import (
     MetricsLog,
     TrainingDiverged,
+    check_encode_margin,
     check_image_size,
     check_mixed_precision,
     derive_seed,
+    encode_interior,
     first_image_size,
     random_flips,
     stream_loader,
@@ -58,11 +60,13 @@ def tune_decoder(
     out_dir: str | Path,
     *,
     settings: AutoencoderTrainSettings | None = None,
+    encode_margin: int = 0,
     overwrite: bool = False,
     log=print,
 ) -> DecoderTuneResult:
     """Fine-tune the decoder of the checkpoint in model_dir (an LDM or an autoencoder) on train_dataset; write
-    the same kind of checkpoint to out_dir with only the decoder changed, and the held-out PSNR before and after."""
+    the same kind of checkpoint to out_dir with only the decoder changed, and the held-out PSNR before and after.
+    encode_margin: encode as the UNet's training did (encode_interior), so the decoder learns the latents it gets."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -78,7 +82,9 @@ def tune_decoder(
         raise FileExistsError(f"{out_dir} already holds a checkpoint; choose another --out (nothing was changed)")
     mixed_precision = check_mixed_precision(settings.mixed_precision)
     model = load_model(model_dir, require_unet=False)
-    check_image_size(first_image_size(train_dataset), model.config.autoencoder.downsampling_factor, "decoder tuning")
+    size, factor = first_image_size(train_dataset), model.config.autoencoder.downsampling_factor
+    check_image_size(size, factor, "decoder tuning")
+    check_encode_margin(encode_margin, size, factor)
 
     accelerator = Accelerator(mixed_precision=mixed_precision)
     main = accelerator.is_main_process
@@ -97,7 +103,7 @@ def tune_decoder(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    before = evaluate_reconstruction(vae, eval_dataset, batch_size=settings.eval_batch_size)
+    before = evaluate_reconstruction(vae, eval_dataset, batch_size=settings.eval_batch_size, margin=encode_margin)
     log(f"held-out reconstruction PSNR before tuning the decoder: {before['psnr']:.2f} dB")
     losses: list[float] = []
     bar = tqdm(total=settings.max_steps, desc="tune-decoder", disable=not (main and settings.progress), unit="step")
@@ -109,7 +115,7 @@ def tune_decoder(
             if settings.flip:
                 images = random_flips(images, generator)
             with torch.no_grad():
-                latents = vae.encode(images).latents  # the frozen encoder: the latents the UNet knows
+                latents = encode_interior(vae, images, encode_margin)  # the frozen encoder: the UNet's latents
             with accelerator.autocast():
                 recon = vae.decode(latents).sample  # quantized inside, as sampling decodes
                 l1, l2 = reconstruction_losses(recon.float(), images)
@@ -133,14 +139,14 @@ def tune_decoder(
                 "samples_per_s": images.shape[0] / (time.perf_counter() - t0),
             }
             if settings.eval_every and step % settings.eval_every == 0 and step < settings.max_steps:
-                record["eval_psnr"] = evaluate_reconstruction(vae, eval_dataset)["psnr"]
+                record["eval_psnr"] = evaluate_reconstruction(vae, eval_dataset, margin=encode_margin)["psnr"]
             records.append(record)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             bar.update(1)
     finally:
         bar.close()
 
-    final = evaluate_reconstruction(vae, eval_dataset, batch_size=settings.eval_batch_size)
+    final = evaluate_reconstruction(vae, eval_dataset, batch_size=settings.eval_batch_size, margin=encode_margin)
     unchanged = all(torch.equal(vae.state_dict()[k], v) for k, v in frozen_before.items())
     if not unchanged:  # the promise this command makes: the UNet's latents are what they were
         raise RuntimeError("the encoder or codebook changed while tuning the decoder; nothing was written")
@@ -150,6 +156,7 @@ def tune_decoder(
             "from": str(model_dir),
             "from_fingerprint": model.fingerprint,
             "steps": settings.max_steps,
+            "encode_margin": encode_margin,
             "held_out_psnr_before": before["psnr"],
             "held_out_psnr": final["psnr"],
             "held_out_items": len(eval_dataset),  # type: ignore[arg-type]

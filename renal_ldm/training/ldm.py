@@ -51,9 +51,11 @@ from renal_ldm.training.common import (
     MetricsLog,
     TrainingDiverged,
     capture_rng_state,
+    check_encode_margin,
     check_image_size,
     check_mixed_precision,
     derive_seed,
+    encode_interior,
     first_image_size,
     random_flips,
     read_jsonl,
@@ -145,9 +147,10 @@ class LatentCache:
     resumed runs exact. Stops adding entries at max_bytes; latents live on the training device.
     """
 
-    def __init__(self, vae, scaling_factor: float, max_bytes: int) -> None:
+    def __init__(self, vae, scaling_factor: float, max_bytes: int, margin: int = 0) -> None:
         self.vae = vae
         self.scaling_factor = scaling_factor
+        self.margin = margin  # px mirrored around each image before encoding (encode_interior)
         self.max_bytes = max_bytes
         self.bytes = 0
         self.hits = 0
@@ -176,7 +179,7 @@ class LatentCache:
                 images = images.to(device)
             for dims in variants:
                 flipped = images.flip(dims) if dims else images
-                latents = self.vae.encode(flipped).latents * self.scaling_factor
+                latents = encode_interior(self.vae, flipped, self.margin) * self.scaling_factor
                 for pixels, latent in zip(flipped.float().cpu().contiguous().numpy(), latents, strict=True):
                     size = latent.numel() * latent.element_size()
                     if self.bytes + size > self.max_bytes:
@@ -191,7 +194,7 @@ class LatentCache:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.max_bytes <= 0:
-            return self.vae.encode(images).latents * self.scaling_factor
+            return encode_interior(self.vae, images, self.margin) * self.scaling_factor
         host = images.detach().float().cpu().contiguous().numpy()
         out = []
         for i, pixels in enumerate(host):
@@ -199,7 +202,7 @@ class LatentCache:
             latent = self._store.get(key)
             if latent is None:
                 self.misses += 1
-                latent = self.vae.encode(images[i : i + 1]).latents[0] * self.scaling_factor
+                latent = encode_interior(self.vae, images[i : i + 1], self.margin)[0] * self.scaling_factor
                 size = latent.numel() * latent.element_size()
                 if self.bytes + size <= self.max_bytes:
                     self._store[key] = latent
@@ -216,14 +219,14 @@ digits of a standard deviation over millions of latent values."""
 
 
 @torch.no_grad()
-def measure_latent_std(vae, dataset: Dataset, batch_size: int = 32) -> float:
+def measure_latent_std(vae, dataset: Dataset, batch_size: int = 32, margin: int = 0) -> float:
     """Standard deviation of the (unscaled) VQ latents of the data set's first LATENT_STD_IMAGES images."""
     n = min(len(dataset), LATENT_STD_IMAGES)
     device = next(vae.parameters()).device
     latents = []
     for start in range(0, n, batch_size):
         images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, n))]).to(device)
-        latents.append(vae.encode(images).latents.float().cpu())
+        latents.append(encode_interior(vae, images, margin).float().cpu())
     std = float(torch.cat(latents).std())
     if not math.isfinite(std) or std <= 0:
         raise ValueError(f"the autoencoder's latents have standard deviation {std}; cannot scale them to unit variance")
@@ -403,6 +406,7 @@ def train_ldm(
     spec = text_encoder or (resumed.text_encoder if resumed is not None else config.text_encoder)
     size = first_image_size(dataset)
     check_image_size(size, config.size_multiple, "LDM training")
+    check_encode_margin(settings.encode_margin, size, config.autoencoder.downsampling_factor)
     config = dataclasses.replace(config, image_size=size, text_encoder=spec)
     _compatible_config(config, vae_model)
     config = _with_prediction(config, settings.prediction, resumed, starts_from_init=bool(init_extra))
@@ -419,7 +423,7 @@ def train_ldm(
         if resumed is not None:
             scale = resumed.config.autoencoder.scaling_factor  # measured when the run started
         else:
-            std = measure_latent_std(vae_model.vae, dataset)
+            std = measure_latent_std(vae_model.vae, dataset, margin=settings.encode_margin)
             scale = float(f"{1.0 / std:.4g}")
             log(f"latent std {std:.4f} over {min(len(dataset), LATENT_STD_IMAGES)} images: scaling factor {scale}")
         config = dataclasses.replace(config, autoencoder=dataclasses.replace(config.autoencoder, scaling_factor=scale))
@@ -450,7 +454,9 @@ def train_ldm(
     unet.to(memory_format=torch.channels_last)
     vae_module = vae_model.vae.eval().requires_grad_(False).to(device)
     vae_module.register_to_config(scaling_factor=config.autoencoder.scaling_factor)
-    latent_cache = LatentCache(vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20)
+    latent_cache = LatentCache(
+        vae_module, config.autoencoder.scaling_factor, settings.latent_cache_mb * 2**20, settings.encode_margin
+    )
     if settings.latent_cache_mb > 0 and step_done < settings.max_steps:  # a run only finished needs no latents
         t_fill = time.perf_counter()
         filled = latent_cache.prefill(dataset, settings.flip, device=device)
