@@ -20,8 +20,9 @@ Guarantees:
   larger ones (and any size above the training size with windows="always") are denoised as overlapping
   training-size windows, blended every step (MultiDiffusion; renal_ldm/windows.py). Latents are decoded in
   tiles above decode_tile cells: memory is bounded by window_batch and decode_tile, not by the image size.
-- margin > 0 denoises that many pixels more on every side and crops them off after decoding: the UNet's zero
-  padding leaves a faint frame along the border of what it denoises, and the margin takes it away with it.
+- margin > 0 denoises that many pixels more on every side and crops them off after decoding: a UNet can leave a
+  faint frame along the border of what it denoises (the demo model's: models/demo/README.md), and the margin
+  takes it away with it.
 - Conditional and unconditional branches run through the UNet as one batch per step:
   eps = eps_u + g * (eps_c - eps_u). With g == 1 only the conditional half runs (g == 0: only the
   unconditional half). The text embeddings are computed once per request.

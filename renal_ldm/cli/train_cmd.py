@@ -80,7 +80,7 @@ def _add_encode_margin_argument(p: argparse.ArgumentParser, what: str) -> None:
         metavar="PX",
         help=f"{what}: encode each image inside PX px of its own mirror image and crop the latent back, so the "
         "border cells are interior cells like the rest (a multiple of 4 for VQ-f4; default 0: a plain encoding, "
-        "whose zero-padded border cells the UNet learns to copy, a frame along the border of samples)",
+        "whose outermost cells the autoencoder's zero padding makes unlike the others)",
     )
 
 
@@ -171,8 +171,8 @@ def register(subparsers) -> None:
         "--padding-mode",
         choices=UNET_PADDING_MODES,
         help="how the UNet's convolutions pad the latent's border (default: the config's, zeros, or the --init-from "
-        "or resumed model's); replicate leaves no border for the model to draw a frame on; recorded in the model's "
-        "config, which the samplers follow",
+        "or resumed model's); replicate gives the border no value of its own; recorded in the model's config, which "
+        "the samplers follow",
     )
     _add_encode_margin_argument(p, "the latents the UNet learns")
     p.add_argument(

@@ -167,8 +167,9 @@ def encode_interior(vae, images: torch.Tensor, margin: int = 0) -> torch.Tensor:
 
     Why: the encoder pads with zeros, so the outermost latent cells of a plain encoding are unlike all the others
     (the demo autoencoder's differ from a mirrored encoding's by a third of the latents' spread, its interior cells
-    by 3%). A UNet trained on such latents learns a special border ring, and its imperfect copy of it is the frame
-    along the border of samples. With a margin every cell is an interior cell, as in a tile cut from a larger slide.
+    by 3%), so a UNet trained on them has a special border ring to learn. With a margin every cell is an interior
+    cell, as in a tile cut from a larger slide. (It was the suspect for the demo model's frame; fine-tuning on such
+    latents did not remove the frame: models/demo/README.md.)
     """
     if margin == 0:
         return vae.encode(images).latents

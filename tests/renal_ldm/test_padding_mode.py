@@ -1,6 +1,6 @@
-"""The UNet's border padding (unet.padding_mode): with "replicate" the model has no border of its own to draw a
-frame on; the mode is recorded, followed when loading and sampling, switchable in a fine-tune, refused by the
-LDM export, and absent from older manifests (zeros, as diffusers builds it)."""
+"""The UNet's border padding (unet.padding_mode): with "replicate" no layer sees zeros at the border; the mode is
+recorded, followed when loading and sampling, switchable in a fine-tune, refused by the LDM export, and absent
+from older manifests (zeros, as diffusers builds it)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _output_on_a_uniform_latent(unet) -> torch.Tensor:
 
 
 def test_replicate_padding_keeps_a_uniform_latent_uniform_to_the_border():
-    """What makes the frame possible: with zeros the prediction for a featureless latent differs at the border."""
+    """With zeros the prediction for a featureless latent differs at the border; with replicate it does not."""
     zeros = _output_on_a_uniform_latent(_tiny_unet("zeros"))
     replicate = _output_on_a_uniform_latent(_tiny_unet("replicate"))
     spread = lambda y: float((y - y.mean(dim=(2, 3), keepdim=True)).abs().amax())  # noqa: E731
