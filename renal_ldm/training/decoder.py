@@ -140,6 +140,7 @@ def tune_decoder(
             }
             if settings.eval_every and step % settings.eval_every == 0 and step < settings.max_steps:
                 record["eval_psnr"] = evaluate_reconstruction(vae, eval_dataset, margin=encode_margin)["psnr"]
+                log(f"step {step}: held-out PSNR {record['eval_psnr']:.2f} dB, loss {loss_value:.4f}")
             records.append(record)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             bar.update(1)
