@@ -173,14 +173,10 @@ def encode_interior(vae, images: torch.Tensor, margin: int = 0) -> torch.Tensor:
     """
     if margin == 0:
         return vae.encode(images).latents
-    cells = margin // autoencoder_factor(vae)
     padded = torch.nn.functional.pad(images, (margin,) * 4, mode="reflect")
-    return vae.encode(padded).latents[..., cells:-cells, cells:-cells]
-
-
-def autoencoder_factor(vae) -> int:
-    """How many pixels one latent cell spans (VQ-f4: 4): one halving between consecutive encoder levels."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+    latents = vae.encode(padded).latents
+    cells = margin * latents.shape[-1] // padded.shape[-1]  # the margin in latent cells, from the encoder's factor
+    return latents[..., cells:-cells, cells:-cells]
 
 
 def check_encode_margin(margin: int, size: int, factor: int) -> None:
