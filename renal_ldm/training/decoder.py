@@ -48,9 +48,12 @@ class DecoderTuneResult:
     losses: list[float]
 
 
+DECODER_MODULES = ("post_quant_conv", "decoder")
+"""What a decoder fine-tune trains: the VQModel's modules after the quantizer."""
+
+
 def decoder_parameters(vae) -> list[torch.nn.Parameter]:
-    """What a decoder fine-tune trains: everything after the quantizer."""
-    return [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    return [p for name in DECODER_MODULES for p in getattr(vae, name).parameters()]
 
 
 def tune_decoder(
@@ -178,4 +181,4 @@ def tune_decoder(
 
 
 def _is_decoder_key(key: str) -> bool:
-    return key.startswith(("decoder.", "post_quant_conv."))
+    return key.split(".", 1)[0] in DECODER_MODULES
