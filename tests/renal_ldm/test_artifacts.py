@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from renal_ldm.artifacts import edge_ratio, frame_ratio, sharpness
+from renal_ldm.artifacts import edge_ratio, frame_ratio, frame_ratio_interval, sharpness
 from renal_ldm.phantom import generate_phantom
 
 
@@ -54,3 +54,28 @@ def test_bad_input_is_named():
         frame_ratio([])
     with pytest.raises(ValueError, match="no images given"):
         sharpness([])
+
+
+def test_the_frame_interval_brackets_the_ratio_and_narrows_with_more_images():
+    images = [np.asarray(generate_phantom(128, seed=s).image) for s in range(24)]
+    ratio, low, high = frame_ratio_interval(images)
+    assert ratio == frame_ratio(images)
+    assert low < ratio < high
+    _, few_low, few_high = frame_ratio_interval(images[:6])
+    assert high - low < few_high - few_low
+
+
+def test_a_frame_lies_outside_the_interval_of_clean_tissue(phantoms):
+    framed = [image.astype(float).copy() for image in phantoms]
+    for image in framed:
+        image[:3], image[-3:], image[:, :3], image[:, -3:] = 255, 255, 255, 255
+    _, _, clean_high = frame_ratio_interval(phantoms)
+    framed_ratio, framed_low, _ = frame_ratio_interval(framed)
+    assert framed_low > clean_high
+
+
+def test_frame_measures_name_what_is_wrong():
+    with pytest.raises(ValueError, match="no images given"):
+        frame_ratio_interval([])
+    with pytest.raises(ValueError, match="too small for 4 px bands"):
+        frame_ratio([np.zeros((16, 16, 3))])

@@ -437,3 +437,19 @@ def test_the_demo_evaluation_refuses_a_realism_part_with_too_few_samples_before_
     assert done.returncode == 2, done.stderr
     assert "judges 20 samples" in done.stderr and "at least 256" in done.stderr
     assert not out.exists()
+
+
+def test_the_demo_evaluation_judges_the_frame_against_phantoms_of_the_same_caption():
+    """scripts/evaluate_demo_model.py's artefact reference: fresh phantoms whose own caption asks what the samples
+    were asked ("a lot of Glomeruli"), not any phantoms; tissue full of glomeruli has a busier border."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_demo_model", Path(__file__).resolve().parents[2] / "scripts" / "evaluate_demo_model.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    phantoms = script.phantoms_of_levels({"Glomeruli": "high"}, 3, 128)
+    assert len(phantoms) == 3
+    assert all(caption_to_levels(p.caption)["Glomeruli"] == "high" for p in phantoms)
+    assert len({p.image.tobytes() for p in phantoms}) == 3
