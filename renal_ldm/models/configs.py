@@ -152,8 +152,8 @@ class UNetConfig:
     """How the UNet's convolutions pad the latent's border (torch's padding_mode): "zeros", as diffusers and the
     reference build it, lets every layer see where the image ends; "replicate" gives the border no value of its
     own, so a uniform latent stays uniform to the edge. Tried against the demo model's frame (its outermost 4 px
-    8-14% busier than the interior): fine-tuned with replicate, the UNet drew the frame again
-    (models/demo/README.md)."""
+    band busier than the interior): fine-tuned with replicate, and trained from scratch with it, the UNet drew the
+    frame again (models/demo/README.md)."""
 
     def __post_init__(self) -> None:
         if self.padding_mode not in UNET_PADDING_MODES:
