@@ -40,7 +40,8 @@ from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
 from renal_ldm.phantom import generate_dataset, generate_phantom
-from renal_ldm.sample import Sampler, SampleRequest, frameless_margin, write_samples
+from renal_ldm.sample import Sampler, SampleRequest, frameless_margin, to_uint8, write_samples
+from renal_ldm.training.autoencoder import reconstruct
 
 GLOMERULI = "Glomeruli"
 PHANTOM_SEED = 900_000  # far from the demo data sets' seeds (1000..12999)
@@ -99,15 +100,12 @@ def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PH
 
 
 def autoencoded(sampler: Sampler, images: list[np.ndarray], batch: int = 16) -> list[np.ndarray]:
-    """The images encoded and decoded by the model's autoencoder, as the sampler decodes: the best a perfect
-    UNet could give, so the autoencoder's own border is told from the UNet's."""
+    """The images encoded, quantized and decoded by the model's autoencoder (training.autoencoder.reconstruct): the
+    best a perfect UNet could give, so the autoencoder's own border is told from the UNet's."""
     out = []
-    vae = sampler.model.vae
     for start in range(0, len(images), batch):
         x = torch.from_numpy(np.stack(images[start : start + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        with torch.inference_mode():
-            latents = vae.encode(x.to(sampler.device)).latents
-        out.extend(sampler.decode(latents * sampler.model.config.autoencoder.scaling_factor))  # it divides
+        out.extend(to_uint8(reconstruct(sampler.model.vae, x.to(sampler.device))))
     return out
 
 
