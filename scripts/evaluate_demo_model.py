@@ -92,7 +92,7 @@ def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PH
     for k in range(200 * n):
         phantom = generate_phantom(size, seed=seed + k, lead=lead or None)
         have = caption_to_levels(phantom.caption)
-        if all(have.get(name) == level for name, level in levels.items()):
+        if all(have.get(name, NONE) == level for name, level in levels.items()):  # a caption omits "none"
             found.append(phantom)
             if len(found) == n:
                 return found

@@ -442,6 +442,22 @@ def test_the_demo_evaluation_refuses_a_realism_part_with_too_few_samples_before_
 def test_the_demo_evaluation_judges_the_frame_against_phantoms_of_the_same_caption():
     """scripts/evaluate_demo_model.py's artefact reference: fresh phantoms whose own caption asks what the samples
     were asked ("a lot of Glomeruli"), not any phantoms; tissue full of glomeruli has a busier border."""
+    script = _evaluation_script()
+    phantoms = script.phantoms_of_levels({"Glomeruli": "high"}, 3, 128)
+    assert len(phantoms) == 3
+    assert all(caption_to_levels(p.caption)["Glomeruli"] == "high" for p in phantoms)
+    assert len({p.image.tobytes() for p in phantoms}) == 3
+
+
+def test_the_frame_reference_phantoms_can_be_asked_to_lack_a_class():
+    """A caption leaves out the classes it has none of, so "none" must match a class the caption does not name."""
+    script = _evaluation_script()
+    phantoms = script.phantoms_of_levels({"Glomeruli": "high", "Arteries": "none"}, 2, 128)
+    assert all("Arteries" not in caption_to_levels(p.caption) for p in phantoms)
+
+
+def _evaluation_script():
+    """scripts/evaluate_demo_model.py as a module (it is a script, not part of the package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
@@ -449,7 +465,4 @@ def test_the_demo_evaluation_judges_the_frame_against_phantoms_of_the_same_capti
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    phantoms = script.phantoms_of_levels({"Glomeruli": "high"}, 3, 128)
-    assert len(phantoms) == 3
-    assert all(caption_to_levels(p.caption)["Glomeruli"] == "high" for p in phantoms)
-    assert len({p.image.tobytes() for p in phantoms}) == 3
+    return script
