@@ -170,6 +170,7 @@ def generate_phantom(
     composition: Mapping[str | int, float] | None = None,
     rng: np.random.Generator | None = None,
     lead: Sequence[str | int] | None = None,
+    context: int = 0,
 ) -> Phantom:
     """A phantom patch of `size` (side, or (height, width)) pixels.
 
@@ -181,14 +182,48 @@ def generate_phantom(
     together up to about 0.6 (0.7 at 256 px, where big glomeruli leave room for tubules between them).
     None draws a random composition; lead then names the structure classes its leading class is drawn from
     (random_composition). rng, when given, is used instead of `seed`.
+
+    context > 0 builds a field `context` px wider on every side and keeps its centre, caption and fractions
+    measured on the patch: a tile cut from a larger field, whose border looks like its interior. Without it the
+    packing cuts structures by the patch border on purpose (to meet small targets), so a patch's border band
+    differs from its interior (busier in tiles full of glomeruli, calmer in others), and a diffusion model
+    trained on such patches copies that border into a faint frame (models/demo/README.md).
     """
     height, width = _check_size(size)
+    context = _check_context(context)
     leads = resolve_lead(lead, composition)
     targets = resolve_composition(composition) if composition is not None else None
     rng = rng if rng is not None else np.random.default_rng(seed)
     if targets is None:
         targets = random_composition(rng, leads)
-    return _build(rng, height, width, targets)
+    phantom = _build(rng, height + 2 * context, width + 2 * context, targets)
+    return _centre(phantom, context) if context else phantom
+
+
+def _check_context(context: int) -> int:
+    if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
+        raise ValueError(f"context must be a whole number of pixels >= 0; got {context!r}")
+    return int(context)
+
+
+def _centre(phantom: Phantom, margin: int) -> Phantom:
+    """The phantom without `margin` px on every side; caption and fractions measured on what is left."""
+    inner = (slice(margin, -margin), slice(margin, -margin))
+    image, parts = (np.ascontiguousarray(a[inner]) for a in (phantom.image, phantom.parts))
+    return _measured(image, parts, phantom.targets)
+
+
+def _measured(image: np.ndarray, parts: np.ndarray, targets: dict[str, float]) -> Phantom:
+    """The Phantom of a painted parts map: mask, caption and fractions derived from the parts."""
+    mask = PART_LABELS[parts]
+    return Phantom(
+        image=image,
+        mask=mask,
+        caption=mask_to_caption(mask),
+        fractions={by_id(k).name: float(v) for k, v in mask_fractions(mask).items()},
+        parts=parts,
+        targets=targets,
+    )
 
 
 def resolve_composition(composition: Mapping[str | int, float]) -> dict[int, float]:
@@ -330,17 +365,8 @@ def _build(rng: np.random.Generator, height: int, width: int, targets: dict[int,
             _pack(rng, canvas, kind, targets[kind.label])
     parts, shade, stamps = canvas.crop()
     stamps = np.concatenate([stamps, _interstitium(rng, parts)])
-    mask = PART_LABELS[parts]
-    image = _paint(rng, parts, mask, shade, stamps)
-    fractions = mask_fractions(mask)
-    return Phantom(
-        image=image,
-        mask=mask,
-        caption=mask_to_caption(mask),
-        fractions={by_id(k).name: float(v) for k, v in fractions.items()},
-        parts=parts,
-        targets={by_id(k).name: float(v) for k, v in targets.items()},
-    )
+    image = _paint(rng, parts, PART_LABELS[parts], shade, stamps)
+    return _measured(image, parts, {by_id(k).name: float(v) for k, v in targets.items()})
 
 
 # ---------------------------------------------------------------------------------------------- geometry
@@ -1036,10 +1062,10 @@ def file_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _write_pair(job: tuple[Path, int, tuple[int, int], int, dict | None, tuple[int, ...] | None]) -> dict:
+def _write_pair(job: tuple[Path, int, tuple[int, int], int, dict | None, tuple[int, ...] | None, int]) -> dict:
     """Generate phantom `index` (seed + index) and write its pair; returns its captions.jsonl record."""
-    out, index, size, seed, composition, lead = job
-    phantom = generate_phantom(size, seed=seed + index, composition=composition, lead=lead)
+    out, index, size, seed, composition, lead, context = job
+    phantom = generate_phantom(size, seed=seed + index, composition=composition, lead=lead, context=context)
     return layout.write_pair(out, file_name(index), phantom.image, phantom.mask)
 
 
@@ -1051,21 +1077,24 @@ def generate_dataset(
     composition: Mapping[str | int, float] | None = None,
     *,
     lead: Sequence[str | int] | None = None,
+    context: int = 0,
     workers: int = 1,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Write n phantom pairs as a patch data set (renal_ldm.data.layout), with phantom.json, the parameters.
 
-    Pair i is NNNNNN.png and uses seed + i, so `generate_phantom(size, seed + i, composition, lead=lead)`
-    regenerates it alone. A folder that already holds a data set is refused unless overwrite, which replaces it
-    (and puts it back if the run fails). progress(k) is called as k more pairs are written. Returns the folder.
+    Pair i is NNNNNN.png and uses seed + i, so `generate_phantom(size, seed + i, composition, lead=lead,
+    context=context)` regenerates it alone. A folder that already holds a data set is refused unless overwrite,
+    which replaces it (and puts it back if the run fails). progress(k) is called as k more pairs are written.
+    Returns the folder.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of phantoms must be a positive integer; got {n!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer; got {workers!r}")
     height, width = _check_size(size)
+    context = _check_context(context)
     leads = resolve_lead(lead, composition)
     targets = None if composition is None else {by_id(k).name: v for k, v in resolve_composition(composition).items()}
     named = None if composition is None else {_name(k): float(v) for k, v in composition.items()}
@@ -1078,9 +1107,10 @@ def generate_dataset(
         "composition": named,
         "targets": targets,
         "lead": None if leads is None else [by_id(x).name for x in leads],
+        "context": context,
     }
     writer = layout.DatasetWriter(out_dir, overwrite=overwrite, parameters=parameters)
-    jobs = ((writer.root, i, (height, width), int(seed), named, leads) for i in range(int(n)))
+    jobs = ((writer.root, i, (height, width), int(seed), named, leads, context) for i in range(int(n)))
     with writer:
         for record in _run_jobs(jobs, int(n), int(workers)):
             writer.add_written(record)

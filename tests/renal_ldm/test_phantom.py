@@ -16,6 +16,7 @@ from scipy import ndimage
 from skimage.color import rgb2hed
 
 from renal_ldm import cli
+from renal_ldm.artifacts import frame_ratio_interval
 from renal_ldm.captions import level_for_fraction, mask_fractions, mask_to_caption
 from renal_ldm.classes import BACKGROUND_ID, CAPTIONED_CLASSES, MAX_LABEL, TISSUE_CLASSES
 from renal_ldm.contact_sheet import contact_sheet, overlay_mask
@@ -171,6 +172,41 @@ def test_bad_composition_is_refused_by_name(composition, message):
         generate_phantom(64, composition=composition)
 
 
+def test_context_gives_a_patch_cut_from_a_wider_field_measured_on_itself():
+    wide = generate_phantom(96 + 2 * 24, seed=5)
+    cut = generate_phantom(96, seed=5, context=24)
+    assert cut.image.shape == (96, 96, 3) and cut.mask.shape == (96, 96)
+    # the centre of the wider field the same seed draws; caption and fractions measured on the patch itself
+    assert np.array_equal(cut.image, wide.image[24:-24, 24:-24])
+    assert np.array_equal(cut.mask, PART_LABELS[cut.parts])
+    assert cut.caption == mask_to_caption(cut.mask)
+    assert cut.fractions == pytest.approx({k: v for k, v in _named_fractions(cut.mask).items()})
+    assert generate_phantom(96, seed=5, context=24).caption == cut.caption  # a seed still reproduces it
+
+
+def _named_fractions(mask):
+    return {TISSUE_CLASSES[k].name: v for k, v in mask_fractions(mask).items()}
+
+
+def test_context_takes_away_the_border_the_packing_leaves():
+    """Without context, tiles led by glomeruli have a busier border band than interior (structures cut by the
+    border on purpose); a diffusion model trained on them copies it as a frame. With context the border looks
+    like the interior."""
+    lead = ["Glomeruli", "Sclerotic Glomeruli"]
+    plain = [generate_phantom(128, seed=900000 + k, lead=lead).image for k in range(64)]
+    cut = [generate_phantom(128, seed=900000 + k, lead=lead, context=32).image for k in range(64)]
+    busy, _, _ = frame_ratio_interval(plain)
+    ratio, low, high = frame_ratio_interval(cut)
+    assert busy > 1.03
+    assert low < 1.0 < high and abs(ratio - 1) < abs(busy - 1)
+
+
+@pytest.mark.parametrize("context", [-1, 2.5, True, "8"])
+def test_bad_context_is_refused_by_name(context):
+    with pytest.raises(ValueError, match=f"context.*{context!r}"):
+        generate_phantom(64, context=context)
+
+
 def test_too_small_size_is_refused():
     with pytest.raises(ValueError, match=f"16.*at least {MIN_SIZE}"):
         generate_phantom(16)
@@ -292,6 +328,18 @@ def test_cli_lead_is_recorded_and_honoured(tmp_path):
     assert all(record["fractions"]["Sclerotic Glomeruli"] > 0 for record in read_captions(out))
 
 
+def test_cli_context_is_recorded_and_regenerates_pair_by_pair(tmp_path):
+    out = tmp_path / "ds"
+    args = ["phantom", "--out", str(out), "--n", "2", "--size", "64", "--context", "16", "--workers", "1"]
+    assert main(args) == 0
+    assert json.loads((out / "phantom.json").read_text())["context"] == 16
+    for record in read_captions(out):
+        index = int(record["file"].split(".")[0])
+        phantom = generate_phantom(64, seed=index, context=16)
+        assert np.array_equal(np.asarray(Image.open(out / "images" / record["file"]).convert("RGB")), phantom.image)
+        assert record["caption"] == phantom.caption
+
+
 def test_cli_refuses_to_overwrite_a_data_set_unless_asked(tmp_path, capsys):
     out = tmp_path / "ds"
     args = ["phantom", "--out", str(out), "--size", "64", "--workers", "1"]
@@ -325,6 +373,7 @@ def test_cli_writes_into_a_folder_without_a_data_set(tmp_path):
         (["--contact-sheet", "sheet.jpg"], "sheet.jpg"),
         (["--lead", "Interstitium"], "Interstitium"),
         (["--lead", "Glomeruli", "--composition", "Tubuli=0.3"], "either --composition or --lead"),
+        (["--context", "-4"], "context must be a whole number of pixels >= 0; got -4"),
     ],
 )
 def test_cli_names_bad_values(tmp_path, capsys, extra, message):
