@@ -9,6 +9,8 @@ guards on, so every request would recompile. Printed: the first compiled request
 the fastest of --rounds steady requests of each, their ratio, how many graphs dynamo compiled, and the largest
 pixel difference between the two images. Rounds alternate eager and compiled so load from other work hits both
 alike. The app loads a model once per process, so compilation would be paid once per server start and per size.
+--freezing turns on inductor's freezing (weights folded as constants, oneDNN-prepacked convolution and linear
+weights): at 256 px, 50 steps, 0.87x of eager after a 53 s first request, against 0.94x without it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--freezing",
+        action="store_true",
+        help="inductor's freezing: weights folded as constants, convolution and linear weights prepacked for oneDNN",
+    )
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
 
@@ -39,6 +46,10 @@ def main() -> int:
 
     eager = Sampler.from_dir(args.model, device="cpu")
     compiled = Sampler.from_dir(args.model, device="cpu", cache_context=False)
+    if args.freezing:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
     compiled.model.unet = torch.compile(compiled.model.unet)
     request = SampleRequest(
         caption=GENERATING_CAPTION, n=1, seed=0, steps=args.steps, scheduler="dpmpp", size=args.size
