@@ -200,6 +200,12 @@ def generate_phantom(
     return _centre(phantom, context) if context else phantom
 
 
+FIELD_CONTEXT = 32
+"""The context (px) that cuts a patch from a wider field for diffusion training data: with it, 128 px tiles led by
+glomeruli read a frame ratio of 0.977 (95% interval 0.948-1.010) instead of 1.056, and other tiles 1.010 instead
+of 0.967 (96 tiles each; tests/renal_ldm/test_phantom.py checks the direction)."""
+
+
 def _check_context(context: int) -> int:
     if isinstance(context, bool) or not isinstance(context, (int, np.integer)) or context < 0:
         raise ValueError(f"context must be a whole number of pixels >= 0; got {context!r}")

@@ -39,7 +39,7 @@ from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_t
 from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
-from renal_ldm.phantom import generate_dataset, generate_phantom
+from renal_ldm.phantom import FIELD_CONTEXT, generate_dataset, generate_phantom
 from renal_ldm.sample import Sampler, SampleRequest, frameless_margin, to_uint8, write_samples
 from renal_ldm.training.autoencoder import reconstruct
 
@@ -84,13 +84,14 @@ def held_out_phantoms_per_cell(per_cell: int, pool: int = 3000) -> list[tuple[in
     return chosen
 
 
-def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PHANTOM_SEED) -> list:
+def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PHANTOM_SEED, context: int = 0) -> list:
     """n fresh phantoms (seeds outside the training set) whose own caption has these levels: the reference for
-    samples of that caption (tissue full of glomeruli has a slightly busier border than the average tile)."""
+    samples of that caption (tissue full of glomeruli has a slightly busier border than the average tile, unless
+    cut from a wider field: context, renal_ldm.phantom.FIELD_CONTEXT)."""
     lead = [name for name, level in levels.items() if level != NONE]
     found = []
     for k in range(200 * n):
-        phantom = generate_phantom(size, seed=seed + k, lead=lead or None)
+        phantom = generate_phantom(size, seed=seed + k, lead=lead or None, context=context)
         have = caption_to_levels(phantom.caption)
         if all(have.get(name, NONE) == level for name, level in levels.items()):  # a caption omits "none"
             found.append(phantom)
@@ -247,6 +248,8 @@ def main() -> int:
             phantoms = [np.asarray(p.image) for p in phantoms_of_levels(levels, args.artefact_n, size)]
             sets["phantoms"] = phantoms
             sets["phantoms_through_autoencoder"] = autoencoded(sampler, phantoms)
+            wider = phantoms_of_levels(levels, args.artefact_n, size, context=FIELD_CONTEXT)  # no packing border
+            sets[f"phantoms_context_{FIELD_CONTEXT}px"] = [np.asarray(p.image) for p in wider]
             row = {}
             for name, images in sets.items():
                 frame, low, high = frame_ratio_interval(images, 4)

@@ -456,6 +456,17 @@ def test_the_frame_reference_phantoms_can_be_asked_to_lack_a_class():
     assert all("Arteries" not in caption_to_levels(p.caption) for p in phantoms)
 
 
+def test_the_frame_reference_phantoms_can_be_cut_from_a_wider_field():
+    """The second reference: phantoms of the caption cut from a wider field, whose border is like their interior."""
+    from renal_ldm.phantom import FIELD_CONTEXT
+
+    script = _evaluation_script()
+    cut = script.phantoms_of_levels({"Glomeruli": "high"}, 2, 128, context=FIELD_CONTEXT)
+    plain = script.phantoms_of_levels({"Glomeruli": "high"}, 2, 128)
+    assert all(p.image.shape == (128, 128, 3) and caption_to_levels(p.caption)["Glomeruli"] == "high" for p in cut)
+    assert not any(np.array_equal(c.image, p.image) for c in cut for p in plain)
+
+
 def _evaluation_script():
     """scripts/evaluate_demo_model.py as a module (it is a script, not part of the package)."""
     import importlib.util
