@@ -236,14 +236,17 @@ def main() -> int:
         margin_px = frameless_margin(sampler.model)  # the smallest `sample --margin` (16 px for the demo model)
         for size in (128, 256):
             sets = {}
-            for name, windows, margin in (
-                ("samples", "auto", 0),
-                ("samples_windowed", "always", 0),
-                (f"samples_margin_{margin_px}px", "auto", margin_px),
+            for name, windows, margin, late in (
+                ("samples", "auto", 0, False),
+                ("samples_windowed", "always", 0, False),
+                (f"samples_margin_{margin_px}px", "auto", margin_px, False),
+                (f"samples_late_margin_{margin_px}px", "auto", margin_px, True),  # the app's "No frame"
             ):
                 if windows == "always" and size <= 128:
                     continue
-                request = SampleRequest(caption=caption, n=args.artefact_n, size=size, windows=windows, margin=margin)
+                request = SampleRequest(
+                    caption=caption, n=args.artefact_n, size=size, windows=windows, margin=margin, margin_late=late
+                )
                 sets[name] = [r.array for r in sampler.sample(request)]
             phantoms = [np.asarray(p.image) for p in phantoms_of_levels(levels, args.artefact_n, size)]
             sets["phantoms"] = phantoms

@@ -62,6 +62,13 @@ def register(subparsers) -> None:
         "larger area (16 for the demo model: 1.56x the UNet work at 128 px, 1.27x at 256 px; default %(default)s)",
     )
     p.add_argument(
+        "--late-margin",
+        action="store_true",
+        help="with --margin: add the margin only for the last steps (where the frame forms), mirrored from the "
+        "latent: the same picture as without a margin, less its frame, in 1.04-1.08x the time (--margin alone: "
+        "1.25x)",
+    )
+    p.add_argument(
         "--exact-batches",
         action="store_true",
         help="byte-identical images whatever the batch (pads UNet calls to 4 rows; default: within 1 grey level)",
@@ -153,6 +160,7 @@ def sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         windows=args.windows,
         margin=args.margin,
+        margin_late=args.late_margin,
     ).validated(model)  # before building the sampler: bad values fail fast
     sampler = Sampler(model, device=device, precision=args.precision, exact_batches=args.exact_batches)
     # One bar per machine's terminal: under a launcher only the main process draws one (for its own shard).

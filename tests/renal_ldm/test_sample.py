@@ -220,12 +220,23 @@ def test_cli_margin_and_window_mode_give_the_asked_size_and_are_recorded(tiny_mo
     assert (side["margin"], side["windows"], side["windowed"]) == (4, "always", True)
 
 
+def test_cli_late_margin_is_recorded(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["sample", "--model", str(tiny_model_dir), "--size", "32", "--margin", "4", "--late-margin"]
+    assert cli_main([*args, "--n", "1", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    row = read_manifest_csv(out)[0]
+    assert Image.open(out / row["image"]).size == (32, 32)
+    side = json.loads((out / row["image"]).with_suffix(".json").read_text())
+    assert (side["margin"], side["margin_late"]) == (4, True)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--caption", "x", "--levels", "Glomeruli=high"], "not allowed with"),
         (["--windows", "tiles"], "invalid choice: 'tiles' (choose from"),
         (["--margin", "5"], "margin 5 px: expected a whole multiple of 4 px"),
+        (["--late-margin"], "True only with a margin > 0; got True with margin 0"),
         (["--levels", "Glomerulus=high"], "Glomerulus"),
         (["--levels", "Glomeruli=huge"], "huge"),
         (["--size", "36"], "multiple of 8"),

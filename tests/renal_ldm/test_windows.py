@@ -171,6 +171,37 @@ def test_a_margin_is_denoised_and_cropped_off_leaving_the_asked_size(sampler, mo
     np.testing.assert_array_equal(framed.array, larger.array[8:-8, 8:-8])  # the centre of the larger image
 
 
+def test_a_late_margin_joins_for_the_last_steps_only_and_is_cropped_off_the_latent(sampler, monkeypatch):
+    shapes = _unet_rows(sampler, monkeypatch)
+    request = _request(windows="auto", n=1, size=32, margin=4, margin_late=True, steps=10)
+    late = sampler.sample(request)[0]
+    # DDIM 10 steps: t = 901, 801, ..., 101, 1; below 0.2 x 1000 the latent gains one mirrored cell per side
+    assert shapes == [(2, 3, 8, 8)] * 8 + [(2, 3, 10, 10)] * 2
+    assert late.array.shape == (32, 32, 3) and late.params["margin_late"] is True
+    plain = sampler.sample(_request(windows="auto", n=1, size=32, steps=10))[0]
+    assert not np.array_equal(late.array, plain.array)  # the last steps saw the margin
+    again = sampler.sample(SampleRequest(**{**_request().__dict__, **_regenerate(late.params)}))[0]
+    np.testing.assert_array_equal(again.array, late.array)  # the sidecar's parameters draw it again
+
+
+def _regenerate(params: dict) -> dict:
+    keys = ("caption", "seed", "steps", "guidance", "scheduler", "eta", "size", "windows", "margin", "margin_late")
+    return {**{k: params[k] for k in keys}, "n": 1}
+
+
+@pytest.mark.parametrize("scheduler,steps,windows,size", [("dpmpp", 6, "auto", 32), ("ddim", 4, "always", 64)])
+def test_a_late_margin_works_with_a_multistep_scheduler_and_with_windows(sampler, scheduler, steps, windows, size):
+    request = _request(scheduler=scheduler, steps=steps, windows=windows, size=size, margin=4, margin_late=True)
+    results = sampler.sample(request)
+    assert [r.array.shape for r in results] == [(size, size, 3)] * 2
+    assert all(np.isfinite(r.array).all() and r.array.std() > 0 for r in results)
+
+
+def test_a_late_margin_without_a_margin_is_refused(sampler):
+    with pytest.raises(ValueError, match="True only with a margin > 0; got True with margin 0"):
+        sampler.sample(_request(size=32, margin_late=True))
+
+
 @pytest.mark.parametrize("margin", [3, -4, 40])
 def test_a_margin_that_breaks_the_size_multiple_or_exceeds_the_image_is_refused(sampler, margin):
     with pytest.raises(ValueError, match=rf"margin {margin} px: expected a whole multiple of 4 px"):
