@@ -64,6 +64,7 @@ def regenerate_params(sample: Sample) -> dict[str, Any]:
         "model_name": sample.model_name,
         **sampling_params(sample),
         "margin": int((sample.extra or {}).get("margin", 0)),  # in the sidecar (extra) only
+        "margin_late": bool((sample.extra or {}).get("margin_late", False)),
     }
 
 

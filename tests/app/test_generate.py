@@ -115,18 +115,18 @@ def test_generate_stores_samples_and_shows_them(app, tiny_model, app_home):
         assert "samples.csv" in names and len(names) == 5
 
 
-def test_no_frame_draws_a_margin_that_is_cropped_and_kept_for_generate_again(app, tiny_model, app_home):
+def test_no_frame_draws_a_late_margin_that_is_cropped_and_kept_for_generate_again(app, tiny_model, app_home):
     open_generate(app)
     app.number_input(key="gen.n").set_value(1)
     app.number_input(key="gen.steps").set_value(2)
-    app.checkbox(key="gen.no_frame").check()
+    assert app.checkbox(key="gen.no_frame").value is True  # on by default
     app.button(key="gen.submit").click().run()
     run_until(app, lambda a: a.main.success or a.main.error or a.main.warning)
     assert app.success[0].value.startswith("Done: 1 image(s)")
     (sample,) = repo.list_samples()
     assert Image.open(app_home / sample.image_path).size == (sample.size, sample.size) == (32, 32)
-    assert sample.extra["margin"] == 4  # the tiny model's size multiple 8, halved
-    assert regenerate_params(sample)["margin"] == 4
+    assert (sample.extra["margin"], sample.extra["margin_late"]) == (4, True)  # the tiny model's multiple 8, halved
+    assert (regenerate_params(sample)["margin"], regenerate_params(sample)["margin_late"]) == (4, True)
 
 
 class PausingSampler:

@@ -88,6 +88,7 @@ def test_regenerate_prefill_sets_every_parameter_and_says_so():
         form.ETA_KEY: 0.0,
         form.SIZE_KEY: 96,
         form.NO_FRAME_KEY: False,
+        form.MARGIN_LATE_KEY: False,
         form.MODEL_KEY: "demo",
         form.GUIDANCE_MODEL_KEY: "demo",
     }
@@ -159,10 +160,20 @@ def test_the_request_takes_the_form_values_and_a_fresh_seed_in_random_mode():
     assert form.build_request(state, "a caption", seed_source=lambda: 1234).seed == 42
 
 
-def test_no_frame_asks_for_the_smallest_margin_the_model_allows():
-    assert form.build_request(filled_form(), "x", seed_source=lambda: 0, size_multiple=32).margin == 0
-    state = filled_form(**{form.NO_FRAME_KEY: True})
-    assert form.build_request(state, "x", seed_source=lambda: 0, size_multiple=32).margin == 16
+def test_no_frame_is_on_by_default_and_asks_for_the_smallest_margin_late():
+    request = form.build_request(filled_form(), "x", seed_source=lambda: 0, size_multiple=32)
+    assert (request.margin, request.margin_late) == (16, True)
+    state = filled_form(**{form.NO_FRAME_KEY: False})
+    request = form.build_request(state, "x", seed_source=lambda: 0, size_multiple=32)
+    assert (request.margin, request.margin_late) == (0, False)
+
+
+def test_drawing_again_keeps_a_samples_kind_of_margin():
+    """A sample drawn with a margin over every step (before late margins) is drawn again so, a new one late."""
+    for sidecar, late in (({"margin": 16}, False), ({"margin": 16, "margin_late": True}, True)):
+        values, _ = form.regenerate_prefill({**REGENERATE, **sidecar})
+        request = form.build_request({**filled_form(), **values}, "x", seed_source=lambda: 0, size_multiple=32)
+        assert (request.margin, request.margin_late) == (16, late)
 
 
 def test_eta_is_sent_only_to_a_scheduler_that_takes_it():
