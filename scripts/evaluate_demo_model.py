@@ -14,10 +14,12 @@
    every class at every level (a phantom whose own mask puts that class at that level), one sample each; the
    same judge on those phantoms themselves gives the ceiling the judge allows (OUT/compositions/).
 3. Artefacts (renal_ldm.artifacts): latent-grid and window-grid edge ratios, the frame ratio and sharpness of
-   samples at 128 and 256 px (whole latent, windows, and with a 16 px margin), beside fresh phantoms.
+   samples at 128 and 256 px (whole latent, windows, with a 16 px margin over every step and for the last steps
+   only), beside fresh phantoms (of the caption, and cut from a wider field).
 4. Realism: `renal-ldm realism` of every sample judged above against as many fresh phantoms (seeds outside the
    training set), at 128 px.
---parts picks a subset; --guidance overrides the model's recommended guidance.
+--parts picks a subset; --guidance overrides the model's recommended guidance; --late-margin draws the judged
+samples (1, 2, 2b) with the app's default late margin.
 Writes OUT/summary.json and prints it.
 """
 
@@ -142,6 +144,11 @@ def main() -> int:
         "figure is also given with every pixel counted (the reference's rule), under *_every_pixel",
     )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    parser.add_argument(
+        "--late-margin",
+        action="store_true",
+        help="draw the judged samples with the smallest margin for the last steps (the app's No frame default)",
+    )
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if parts - set(PARTS):
@@ -166,11 +173,22 @@ def main() -> int:
     sampler = Sampler.from_dir(args.model)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
     summary["min_component_px"] = args.min_component
+    summary["late_margin"] = args.late_margin
     summary["guidance"] = SampleRequest(caption="", guidance=args.guidance).validated(sampler.model).guidance
 
     def sample_into(folder: Path, caption: str, n: int, seed: int, size: int) -> float:
         started = time.perf_counter()
-        request = SampleRequest(caption=caption, n=n, seed=seed, steps=args.steps, size=size, guidance=args.guidance)
+        margin = frameless_margin(sampler.model) if args.late_margin else 0
+        request = SampleRequest(
+            caption=caption,
+            n=n,
+            seed=seed,
+            steps=args.steps,
+            size=size,
+            guidance=args.guidance,
+            margin=margin,
+            margin_late=args.late_margin,
+        )
         write_samples(sampler.sample(request), folder)
         return time.perf_counter() - started
 
