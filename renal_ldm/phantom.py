@@ -186,8 +186,9 @@ def generate_phantom(
     context > 0 builds a field `context` px wider on every side and keeps its centre, caption and fractions
     measured on the patch: a tile cut from a larger field, whose border looks like its interior. Without it the
     packing cuts structures by the patch border on purpose (to meet small targets), so a patch's border band
-    differs from its interior (busier in tiles full of glomeruli, calmer in others), and a diffusion model
-    trained on such patches copies that border into a faint frame (models/demo/README.md).
+    differs from its interior (busier in tiles full of glomeruli, calmer in others), unlike a tile from a slide.
+    (The demo model's own frame did not follow it: retrained on such tiles, it kept its frame; see
+    models/demo/README.md.)
     """
     height, width = _check_size(size)
     context = _check_context(context)
@@ -201,9 +202,9 @@ def generate_phantom(
 
 
 FIELD_CONTEXT = 32
-"""The context (px) that cuts a patch from a wider field for diffusion training data: with it, 128 px tiles led by
-glomeruli read a frame ratio of 0.977 (95% interval 0.948-1.010) instead of 1.056, and other tiles 1.010 instead
-of 0.967 (96 tiles each; tests/renal_ldm/test_phantom.py checks the direction)."""
+"""The context (px) that cuts a patch from a wider field, as the frame measure's reference border: with it, 128 px
+tiles led by glomeruli read a frame ratio of 0.977 (95% interval 0.948-1.010) instead of 1.056, and other tiles
+1.010 instead of 0.967 (96 tiles each; tests/renal_ldm/test_phantom.py checks the direction)."""
 
 
 def _check_context(context: int) -> int:

@@ -50,9 +50,9 @@ def register(subparsers) -> None:
         type=int,
         default=0,
         metavar="PX",
-        help="build each patch PX px wider on every side and keep the centre, so its border looks like its interior "
-        "(for diffusion training data: without it the model copies the packing's busier or calmer border into a "
-        "faint frame; 32 is enough for 128 px patches; default 0)",
+        help="build each patch PX px wider on every side and keep the centre, so its border looks like its interior, "
+        "as in a tile cut from a slide (without it the packing leaves a busier or calmer border band; 32 is enough "
+        "for 128 px patches; default 0)",
     )
     p.add_argument("--workers", type=int, default=default_workers(), help="worker processes (default: one per core)")
     p.add_argument("--contact-sheet", metavar="PATH", help=f"also write a PNG of the first {SHEET_COUNT} pairs")
