@@ -190,8 +190,7 @@ def _named_fractions(mask):
 
 def test_context_takes_away_the_border_the_packing_leaves():
     """Without context, tiles led by glomeruli have a busier border band than interior (structures cut by the
-    border on purpose); a diffusion model trained on them copies it as a frame. With context the border looks
-    like the interior."""
+    border on purpose), unlike a tile from a slide. With context the border looks like the interior."""
     lead = ["Glomeruli", "Sclerotic Glomeruli"]
     plain = [generate_phantom(128, seed=900000 + k, lead=lead).image for k in range(64)]
     cut = [generate_phantom(128, seed=900000 + k, lead=lead, context=32).image for k in range(64)]
