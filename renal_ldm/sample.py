@@ -15,7 +15,10 @@ Guarantees:
   size class in which the x86 kernels are batch-independent, so the bytes match too (tests/renal_ldm/
   test_sample.py); it costs a lone image twice the UNet work (2 guidance rows padded to 4), so it is opt-in.
 - precision "bf16" runs the UNet under bf16 autocast where the device has native bf16 (weights and the
-  scheduler stay fp32; benchmarks/sampling_speed.py compares its images with fp32 ones of the same seed).
+  scheduler stay fp32; benchmarks/sampling_speed.py compares its images with fp32 ones of the same seed); "auto"
+  is bf16 where the device has it, else fp32. The Sampler's precision is the default of its requests; a request
+  may name its own (the app draws a Library sample again in the precision it was made in). Each result's params
+  record the precision it was drawn in.
 - Sizes up to WHOLE_LATENT_FACTOR times the training size denoise the whole latent in one UNet call per step;
   larger ones (and any size above the training size with windows="always") are denoised as overlapping
   training-size windows, blended every step (MultiDiffusion; renal_ldm/windows.py). Latents are decoded in
@@ -46,7 +49,7 @@ import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +92,24 @@ PRECISIONS = SAMPLING_PRECISIONS
 
 
 def check_precision(precision: str, device: torch.device) -> str:
-    """fp32, or bf16 autocast for the UNet where the device runs bf16 natively (a CUDA GPU with bf16, a CPU
-    with avx512_bf16 / AMX); anything else is a ValueError naming the value and what was expected."""
-    value = (precision or "fp32").strip().lower()
-    if value not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    """The precision the UNet runs in on this device: fp32, or bf16 autocast where the device runs bf16 natively
+    (a CUDA GPU with bf16, a CPU with avx512_bf16 / AMX); "auto" is bf16 where it is native, else fp32. Anything
+    else, or bf16 where it is not native, is a ValueError naming the value and what was expected."""
+    value = _precision_name(precision)
+    if value == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
     if value == "bf16" and not bf16_supported(device):
         raise ValueError(
             f"precision bf16 needs native bf16 on {device} (a CUDA GPU with bf16, or a CPU with avx512_bf16 or AMX); "
             "this one has none, use fp32"
         )
+    return value
+
+
+def _precision_name(precision: str | None) -> str:
+    value = (precision or "fp32").strip().lower() if isinstance(precision, str) or precision is None else precision
+    if value not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     return value
 
 
@@ -132,6 +143,7 @@ class SampleRequest:
     windows: str = "auto"  # see WINDOW_MODES
     margin: int = 0  # px denoised beyond every side and cropped off (see the module docstring)
     margin_late: bool = False  # the margin only for the last steps, mirrored from the latent (module docstring)
+    precision: str | None = None  # None: the Sampler's; else one of SAMPLING_PRECISIONS (module docstring)
 
     def denoised_size(self, model: LatentDiffusionModel) -> int:
         """The side in pixels that is denoised: the image's plus its margin on both sides."""
@@ -188,6 +200,7 @@ class SampleRequest:
                 f"margin_late must be True or False, and True only with a margin > 0; got {self.margin_late!r} "
                 f"with margin {self.margin}"
             )
+        precision = None if self.precision is None else _precision_name(self.precision)
         return SampleRequest(
             caption=self.caption,
             n=int(self.n),
@@ -201,6 +214,7 @@ class SampleRequest:
             windows=self.windows,
             margin=int(self.margin),
             margin_late=self.margin_late,
+            precision=precision,
         )
 
 
@@ -357,6 +371,12 @@ class Sampler:
         device = torch.device(device) if device is not None else default_device()
         return cls(load_model(model_dir, device=device, require_unet=True), device=device, **kwargs)
 
+    def _resolved(self, request: SampleRequest) -> SampleRequest:
+        """The request validated, with the precision it is drawn in (its own, else this Sampler's) resolved for
+        this device: a bf16 request where bf16 is not native fails here, before any work."""
+        request = request.validated(self.model)
+        return replace(request, precision=check_precision(request.precision or self.precision, self.device))
+
     def _installed_processor(self):
         return next(iter(self.model.unet.attn_processors.values()), None)
 
@@ -376,7 +396,7 @@ class Sampler:
         cancel: threading.Event | None = None,
     ) -> list[SampleResult]:
         """Draw request.n images in batches of request.batch_size; see the module docstring for guarantees."""
-        request = request.validated(self.model)
+        request = self._resolved(request)
         with self._lock, torch.inference_mode():
             if self.cache_context and self._installed_processor() is not self._context_cache:
                 self.model.unet.set_attn_processor(self._context_cache)  # another Sampler took this model over
@@ -424,7 +444,7 @@ class Sampler:
         every latent window conditioned on captions[window_caption(window)]; request gives seed, steps,
         guidance, scheduler and eta (its caption and size are not used). progress(done, total) counts UNet
         calls over all steps (see denoise_canvas)."""
-        request = request.validated(self.model)
+        request = self._resolved(request)
         multiple = self.model.config.size_multiple
         for name, value in (("height", height), ("width", width)):
             if int(value) != value or value < multiple or value % multiple:
@@ -521,7 +541,8 @@ class Sampler:
         scheduler.set_timesteps(request.steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
         extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        precision = check_precision(request.precision or self.precision, self.device)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._context_cache.active(self.cache_context):
             for k, t in enumerate(scheduler.timesteps, start=1):
                 if cancel is not None and cancel.is_set():
@@ -618,6 +639,7 @@ class Sampler:
             "windowed": request.windowed(self.model),
             "margin": request.margin,
             "margin_late": request.margin_late,
+            "precision": check_precision(request.precision or self.precision, self.device),
             "model": str(self.model.path) if self.model.path is not None else None,
             "model_fingerprint": self.model.fingerprint,
             "text_encoder": self.model.text_encoder,

@@ -44,7 +44,8 @@ def register(subparsers) -> None:
         "--precision",
         default="fp32",
         choices=SAMPLING_PRECISIONS,
-        help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively (default %(default)s)",
+        help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively; auto: bf16 where it does, "
+        "else fp32 (default %(default)s; recorded in each sidecar)",
     )
     p.add_argument(
         "--windows",

@@ -96,7 +96,8 @@ def register_sample_slide(subparsers) -> None:
         "--precision",
         default="fp32",
         choices=SAMPLING_PRECISIONS,
-        help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively (default %(default)s)",
+        help="bf16: UNet under bf16 autocast where the CPU or GPU runs bf16 natively; auto: bf16 where it does, "
+        "else fp32 (default %(default)s; recorded in each sidecar)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice, the core count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -39,8 +39,10 @@ class ReferenceTraining:
 
 
 SAMPLING = ReferenceSampling()
-SAMPLING_PRECISIONS = ("fp32", "bf16")
-"""What the UNet may sample in: fp32 (the reference), or bf16 autocast where the device runs bf16 natively."""
+SAMPLING_PRECISIONS = ("fp32", "bf16", "auto")
+"""What the UNet may sample in: fp32 (the reference), bf16 autocast where the device runs bf16 natively, or auto:
+bf16 where the device runs it natively, else fp32 (the app's default: on the AMX CPU a batch of 4 in about half
+the time, images within 43 dB PSNR of fp32's for the same seed; models/demo/README.md)."""
 WINDOW_MODES = ("auto", "always")
 """How sizes above the training size are denoised: "auto" denoises the whole latent of images up to
 WHOLE_LATENT_FACTOR times the training size (plus any margin) and overlapping windows above it; "always" uses

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -315,3 +316,47 @@ def test_an_unknown_precision_is_named():
         from renal_ldm.sample import check_precision
 
         check_precision("fp8", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_native_and_each_image_records_what_it_ran_in(
+    tiny_model_dir, monkeypatch, native
+):
+    import renal_ldm.sample as sample_module
+
+    monkeypatch.setattr(sample_module, "bf16_supported", lambda device: native)
+    sampler = Sampler(load_model(tiny_model_dir), device="cpu", precision="auto")
+    dtypes: set[torch.dtype] = set()
+    sampler.model.unet.register_forward_hook(lambda module, args, out: dtypes.add(out.sample.dtype))
+    result = sampler.sample(_request(n=1, steps=2))[0]
+    expected = "bf16" if native else "fp32"
+    assert sampler.precision == expected and result.params["precision"] == expected
+    assert dtypes == {torch.bfloat16 if native else torch.float32}
+
+
+def test_a_request_may_name_its_own_precision_over_the_samplers(tiny_model_dir, monkeypatch):
+    """The app draws a Library sample again in the precision it was made in, whatever its own setting."""
+    import renal_ldm.sample as sample_module
+
+    monkeypatch.setattr(sample_module, "bf16_supported", lambda device: True)
+    sampler = Sampler(load_model(tiny_model_dir), device="cpu")  # fp32, the library's default
+    dtypes: set[torch.dtype] = set()
+    sampler.model.unet.register_forward_hook(lambda module, args, out: dtypes.add(out.sample.dtype))
+    own = sampler.sample(replace(_request(n=1, steps=2), precision="BF16"))[0]
+    assert own.params["precision"] == "bf16" and dtypes == {torch.bfloat16}
+    dtypes.clear()
+    assert sampler.sample(_request(n=1, steps=2))[0].params["precision"] == "fp32" and dtypes == {torch.float32}
+
+
+def test_a_bf16_request_where_bf16_is_not_native_is_refused_before_any_work(tiny_model_dir, monkeypatch):
+    import renal_ldm.sample as sample_module
+
+    monkeypatch.setattr(sample_module, "bf16_supported", lambda device: False)
+    sampler = Sampler(load_model(tiny_model_dir), device="cpu")
+    calls = []
+    sampler.model.unet.register_forward_hook(lambda *args: calls.append(1))
+    with pytest.raises(ValueError, match="precision bf16 needs native bf16 on cpu"):
+        sampler.sample(replace(_request(n=1, steps=2), precision="bf16"))
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; expected one of fp32, bf16, auto"):
+        sampler.sample(replace(_request(n=1, steps=2), precision="fp8"))
+    assert calls == []
