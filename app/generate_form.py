@@ -51,6 +51,7 @@ NO_FRAME_HELP = (
     "time (demo model, 128 and 256 px)"
 )
 MARGIN_LATE_KEY = "gen.margin_late"  # not a widget: False only to draw again a sample made with a whole margin
+PRECISION_KEY = "gen.precision"  # not a widget: None (the app's setting) or the precision of a sample drawn again
 CAPTION_MARKER_KEY = "gen.caption_marker"  # the Compose hand-over already followed
 GUIDANCE_MODEL_KEY = "gen.guidance_model"  # the model whose recommended guidance the form was last given
 
@@ -70,6 +71,7 @@ def widget_defaults() -> dict[str, object]:
         ETA_KEY: SAMPLING.eta,
         NO_FRAME_KEY: True,
         MARGIN_LATE_KEY: True,
+        PRECISION_KEY: None,
     }
 
 
@@ -109,12 +111,13 @@ def regenerate_prefill(params: Mapping[str, Any]) -> tuple[dict[str, object], st
         SIZE_KEY: int(params["size"]),
         NO_FRAME_KEY: bool(params.get("margin")),
         MARGIN_LATE_KEY: bool(params.get("margin_late", False)),  # samples before late margins had whole ones
+        PRECISION_KEY: params.get("precision") or "fp32",  # samples before precision was recorded: the fp32 default
         MODEL_KEY: params["model_name"],
         GUIDANCE_MODEL_KEY: params["model_name"],  # the sample's own guidance, not the model's recommendation
     }
     message = (
         f"Prefilled from Library sample #{params['sample_id']}: same caption, model, seed "
-        f"{params['seed']}, steps, guidance, scheduler and size. Press Generate to draw it again."
+        f"{params['seed']}, steps, guidance, scheduler, size and precision. Press Generate to draw it again."
     )
     return values, message
 
@@ -202,6 +205,7 @@ def build_request(
         batch_size=int(values[BATCH_KEY]),
         margin=margin,
         margin_late=margin > 0 and bool(values.get(MARGIN_LATE_KEY, True)),
+        precision=values.get(PRECISION_KEY) or None,
     )
 
 

@@ -165,7 +165,8 @@ def _planned_total(request: Any) -> int:
 
 def _default_sampler_factory(model_dir: str) -> Sampler:
     """Exact batches: "Generate again" from the Library must give the very same bytes, and the page's usual
-    runs of 4 images fill the padding anyway. The precision is the app setting RENAL_LDM_PRECISION."""
+    runs of 4 images fill the padding anyway. The precision is the app setting RENAL_LDM_PRECISION (auto: bf16 where
+    the machine runs it natively); a request drawing a Library sample again names its own."""
     import_sampling_stack()
     from app.settings import load_settings
     from renal_ldm.sample import Sampler

@@ -65,6 +65,7 @@ def regenerate_params(sample: Sample) -> dict[str, Any]:
         **sampling_params(sample),
         "margin": int((sample.extra or {}).get("margin", 0)),  # in the sidecar (extra) only
         "margin_late": bool((sample.extra or {}).get("margin_late", False)),
+        "precision": (sample.extra or {}).get("precision") or "fp32",  # unrecorded before: the fp32 default then
     }
 
 

@@ -129,6 +129,23 @@ def test_no_frame_draws_a_late_margin_that_is_cropped_and_kept_for_generate_agai
     assert (regenerate_params(sample)["margin"], regenerate_params(sample)["margin_late"]) == (4, True)
 
 
+def test_the_page_samples_in_bf16_where_native_and_records_it_for_generate_again(app, tiny_model, app_home):
+    """The app's default precision, auto: bf16 on a CPU with native bf16, fp32 elsewhere; the sample records it."""
+    import torch
+
+    from renal_ldm.sample import bf16_supported
+
+    open_generate(app)
+    app.number_input(key="gen.n").set_value(1)
+    app.number_input(key="gen.steps").set_value(2)
+    app.button(key="gen.submit").click().run()
+    run_until(app, lambda a: a.main.success or a.main.error or a.main.warning)
+    assert app.success[0].value.startswith("Done: 1 image(s)")
+    (sample,) = repo.list_samples()
+    expected = "bf16" if bf16_supported(torch.device("cpu")) else "fp32"
+    assert sample.extra["precision"] == regenerate_params(sample)["precision"] == expected
+
+
 class PausingSampler:
     """The real sampler, paused inside its progress callback after `pause_at` steps until the job is cancelled:
     the test sees the run provably mid-way, whatever the machine's speed (no race with a fast worker)."""

@@ -89,6 +89,7 @@ def test_regenerate_prefill_sets_every_parameter_and_says_so():
         form.SIZE_KEY: 96,
         form.NO_FRAME_KEY: False,
         form.MARGIN_LATE_KEY: False,
+        form.PRECISION_KEY: "fp32",
         form.MODEL_KEY: "demo",
         form.GUIDANCE_MODEL_KEY: "demo",
     }
@@ -174,6 +175,16 @@ def test_drawing_again_keeps_a_samples_kind_of_margin():
         values, _ = form.regenerate_prefill({**REGENERATE, **sidecar})
         request = form.build_request({**filled_form(), **values}, "x", seed_source=lambda: 0, size_multiple=32)
         assert (request.margin, request.margin_late) == (16, late)
+
+
+def test_a_new_request_samples_in_the_apps_precision_and_drawing_again_in_the_samples_own():
+    """A new image leaves the precision to the app's setting (auto: bf16 where native); a Library sample is drawn
+    again in the precision its sidecar records, fp32 where it records none (the default before it was recorded)."""
+    assert form.build_request(filled_form(), "x", seed_source=lambda: 0).precision is None
+    for sidecar, precision in (({}, "fp32"), ({"precision": "bf16"}, "bf16"), ({"precision": "fp32"}, "fp32")):
+        values, message = form.regenerate_prefill({**REGENERATE, **sidecar})
+        assert form.build_request({**filled_form(), **values}, "x", seed_source=lambda: 0).precision == precision
+    assert "size and precision" in message
 
 
 def test_eta_is_sent_only_to_a_scheduler_that_takes_it():

@@ -174,6 +174,18 @@ def test_bad_request_fails_with_the_bad_value_and_saves_nothing(service, tiny):
     assert repo.count_samples() == 0
 
 
+def test_a_bf16_sample_drawn_again_where_bf16_is_not_native_fails_saying_so(service, tiny, monkeypatch):
+    """A Library sample made in bf16 on another machine: the job says why, and nothing is stored."""
+    import renal_ldm.sample as sample_module
+
+    monkeypatch.setattr(sample_module, "bf16_supported", lambda device: False)
+    request = SampleRequest(caption="", n=1, steps=1, guidance=1.0, precision="bf16")
+    snap = service.wait(service.submit(tiny, request))
+    assert snap.state == FAILED
+    assert "precision bf16 needs native bf16 on cpu" in snap.error and "use fp32" in snap.error
+    assert repo.count_samples() == 0
+
+
 def test_retrained_checkpoint_is_reloaded(service, tiny, tmp_path, loads):
     copy = ModelChoice("copy", str(shutil.copytree(tiny.path, tmp_path / "copy")), "user")
     assert service.wait(service.submit(copy, SampleRequest(caption="", n=1, steps=1, guidance=1.0))).state == DONE
