@@ -19,7 +19,7 @@
 4. Realism: `renal-ldm realism` of every sample judged above against as many fresh phantoms (seeds outside the
    training set), at 128 px.
 --parts picks a subset; --guidance overrides the model's recommended guidance; --late-margin draws the judged
-samples (1, 2, 2b) with the app's default late margin.
+samples (1, 2, 2b) with the app's default late margin; --precision auto samples as the app does (bf16 where native).
 Writes OUT/summary.json and prints it.
 """
 
@@ -40,6 +40,7 @@ from renal_ldm.artifacts import edge_ratio, frame_ratio_interval, sharpness
 from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
+from renal_ldm.models.configs import SAMPLING_PRECISIONS
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
 from renal_ldm.phantom import FIELD_CONTEXT, generate_dataset, generate_phantom
 from renal_ldm.sample import Sampler, SampleRequest, frameless_margin, to_uint8, write_samples
@@ -149,6 +150,12 @@ def main() -> int:
         action="store_true",
         help="draw the judged samples with the smallest margin for the last steps (the app's No frame default)",
     )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=SAMPLING_PRECISIONS,
+        help="the UNet's precision for every sample (auto: bf16 where native, the app's default; default fp32)",
+    )
     args = parser.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if parts - set(PARTS):
@@ -170,8 +177,9 @@ def main() -> int:
             )
             return 2
     out.mkdir(parents=True, exist_ok=True)  # every part writes its summary here, artefacts alone too
-    sampler = Sampler.from_dir(args.model)
+    sampler = Sampler.from_dir(args.model, precision=args.precision)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
+    summary["precision"] = sampler.precision
     summary["min_component_px"] = args.min_component
     summary["late_margin"] = args.late_margin
     summary["guidance"] = SampleRequest(caption="", guidance=args.guidance).validated(sampler.model).guidance
