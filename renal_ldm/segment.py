@@ -662,6 +662,28 @@ def stain_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torc
     return ((unit * channel + brightness / 2).clamp(0, 1) * 2 - 1).contiguous()
 
 
+def blur_jitter(x: torch.Tensor, max_sigma: float, gen: torch.Generator) -> torch.Tensor:
+    """A batch (N, 3, H, W) with each image, with probability 1/2, blurred by a Gaussian of sigma U(0, max_sigma)
+    px (separable, edges mirrored); the others unchanged. Off at 0."""
+    if max_sigma <= 0:
+        return x
+    blurred = torch.rand(x.shape[0], generator=gen) < 0.5
+    sigmas = torch.rand(x.shape[0], generator=gen) * max_sigma
+    out = x.clone()
+    for i in torch.nonzero(blurred).flatten().tolist():
+        sigma = float(sigmas[i])
+        radius = math.ceil(3 * sigma)
+        if radius < 1:
+            continue
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+        kernel = (kernel / kernel.sum()).to(x.device)
+        image = F.pad(x[i : i + 1], (radius, radius, radius, radius), mode="reflect")
+        image = F.conv2d(image, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        out[i] = F.conv2d(image, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+    return out
+
+
 def learning_rate(settings: SegmenterTrainSettings, step: int, total_steps: int) -> float:
     """The learning rate of optimizer step `step` (0-based) of `total_steps`: constant, or a cosine from lr to 0."""
     if settings.lr_schedule == "cosine":
@@ -843,6 +865,7 @@ def train_segmenter(
                 ]
                 x = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
                 x = stain_jitter(x, settings.stain_jitter, gen)
+                x = blur_jitter(x, settings.blur, gen)
                 y = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64))
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(settings, (epoch - 1) * steps_per_epoch + step, total_steps)

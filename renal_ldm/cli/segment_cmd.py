@@ -73,6 +73,14 @@ def register(subparsers) -> None:
         help="magnify every crop by a factor drawn log-uniformly from [1/(1+S), 1+S] (default %(default)s: off)",
     )
     p.add_argument(
+        "--blur",
+        type=float,
+        default=TRAIN.blur,
+        metavar="SIGMA",
+        help="blur half of the crops with a Gaussian of sigma U(0, SIGMA) px, so that soft (generated) images are "
+        "judged like sharp ones (default %(default)s: off; the shipped phantom segmenter: 1.5)",
+    )
+    p.add_argument(
         "--ema",
         type=float,
         default=TRAIN.ema,
@@ -203,6 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
         stain_jitter=args.stain_jitter,
         ema=args.ema,
         scale_jitter=args.scale_jitter,
+        blur=args.blur,
         crop=args.crop,
         crops_per_image=args.crops_per_image,
         val_fraction=args.val_fraction,

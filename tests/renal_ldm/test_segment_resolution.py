@@ -24,6 +24,7 @@ from renal_ldm.segment import (
     SegmenterConfig,
     SegmenterTrainSettings,
     _random_crop,
+    blur_jitter,
     dice_score,
     downsample_image,
     downsample_mask,
@@ -154,6 +155,27 @@ def test_stain_jitter_is_mild_seeded_and_off_at_zero():
     assert 0 < (a - x).abs().mean() < 0.2
     with pytest.raises(ValueError, match="stain_jitter"):
         SegmenterTrainSettings(stain_jitter=1.5)
+
+
+def test_blur_jitter_softens_about_half_of_the_images_seeded_and_is_off_at_zero():
+    """Blurred images lose edge contrast but keep their mean; the rest come back unchanged."""
+
+    def edges(image: torch.Tensor) -> float:
+        return float(
+            (image[..., 1:, :] - image[..., :-1, :]).abs().mean() + (image[..., 1:] - image[..., :-1]).abs().mean()
+        )
+
+    x = (torch.rand(1, 1, 48, 48) > 0.5).float().expand(16, 3, 48, 48) * 2 - 1  # sharp black/white speckle
+    assert blur_jitter(x, 0.0, torch.Generator()) is x
+    a = blur_jitter(x, 1.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, blur_jitter(x, 1.5, torch.Generator().manual_seed(3))) and a.shape == x.shape
+    changed = [i for i in range(16) if not torch.equal(a[i], x[i])]
+    assert 3 <= len(changed) <= 13
+    for i in changed:  # a sigma drawn near 0 changes an image by rounding only
+        assert edges(a[i]) <= edges(x[i]) + 1e-6 and abs(float(a[i].mean() - x[i].mean())) < 0.05
+    assert sum(edges(a[i]) < 0.9 * edges(x[i]) for i in changed) >= 3
+    with pytest.raises(ValueError, match="blur must be a sigma in px from 0 \\(off\\) to 4.0"):
+        SegmenterTrainSettings(blur=5.0)
 
 
 def test_cosine_schedule_decays_from_lr_to_zero():
