@@ -428,3 +428,18 @@ def test_a_group_norm_segmenter_normalises_per_image():
     assert torch.allclose(together[:1], alone, atol=1e-5)
     with pytest.raises(ValueError, match="batch_norm or group_norm, not both"):
         SegmenterConfig(batch_norm=True, group_norm=True)
+
+
+def test_judge_blur_robustness_reports_dice_levels_and_false_glomeruli_for_a_segmenter():
+    """The script behind the phantom segmenter card's Limits table runs on the shipped models (a few phantoms)."""
+    import subprocess
+    import sys
+
+    _shipped(SHIPPED_PHANTOM)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "judge_blur_robustness.py"
+    args = ["--n", "1", "--n-high", "1", "--n-none", "1"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for line in ("pooled mean Dice on 1 unseen phantoms", "captioned a lot of Glomeruli", "whose caption has none"):
+        assert line in done.stdout, done.stdout
+    assert "through the autoencoder" in done.stdout and "blurred 1.5 px" in done.stdout
