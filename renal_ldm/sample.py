@@ -107,7 +107,10 @@ def check_precision(precision: str, device: torch.device) -> str:
 
 
 def _precision_name(precision: str | None) -> str:
-    value = (precision or "fp32").strip().lower() if isinstance(precision, str) or precision is None else precision
+    """One of PRECISIONS, case and spaces aside (None or empty: fp32); anything else is named in a ValueError."""
+    if not precision:
+        return "fp32"
+    value = precision.strip().lower() if isinstance(precision, str) else precision
     if value not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     return value

@@ -78,7 +78,8 @@ def register(subparsers) -> None:
         default=TRAIN.blur,
         metavar="SIGMA",
         help="blur half of the crops with a Gaussian of sigma U(0, SIGMA) px, so that soft (generated) images are "
-        "judged like sharp ones (default %(default)s: off; the shipped phantom segmenter: 1.5)",
+        "segmented like sharp ones (default %(default)s: off; on phantoms 1.5 also took tubuli for glomeruli: "
+        "models/segmenter-phantom/README.md)",
     )
     p.add_argument(
         "--ema",
