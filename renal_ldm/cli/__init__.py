@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "renal_ldm.cli.slides_cmd",
     "renal_ldm.cli.import_cmd",
     "renal_ldm.cli.annotations_cmd",
+    "renal_ldm.cli.autoencode_cmd",
 ]
 
 
