@@ -7,8 +7,6 @@ import sys
 
 from tqdm import tqdm
 
-from renal_ldm.autoencode import autoencode_dataset
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -29,6 +27,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from renal_ldm.autoencode import autoencode_dataset  # torch and diffusers: only when the command runs
     from renal_ldm.sample import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model, note=lambda message: print(message, file=sys.stderr))
