@@ -378,7 +378,11 @@ class Sampler:
         """The request validated, with the precision it is drawn in (its own, else this Sampler's) resolved for
         this device: a bf16 request where bf16 is not native fails here, before any work."""
         request = request.validated(self.model)
-        return replace(request, precision=check_precision(request.precision or self.precision, self.device))
+        return replace(request, precision=self._precision_of(request))
+
+    def _precision_of(self, request: SampleRequest) -> str:
+        """The precision a request is drawn in here: its own, else this Sampler's, resolved for this device."""
+        return check_precision(request.precision or self.precision, self.device)
 
     def _installed_processor(self):
         return next(iter(self.model.unet.attn_processors.values()), None)
@@ -544,7 +548,7 @@ class Sampler:
         scheduler.set_timesteps(request.steps, device=self.device)
         latents = latents * scheduler.init_noise_sigma
         extra = {"generator": generators, **step_kwargs(request.scheduler, request.eta)}
-        precision = check_precision(request.precision or self.precision, self.device)
+        precision = self._precision_of(request)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
         with self._context_cache.active(self.cache_context):
             for k, t in enumerate(scheduler.timesteps, start=1):
@@ -642,7 +646,7 @@ class Sampler:
             "windowed": request.windowed(self.model),
             "margin": request.margin,
             "margin_late": request.margin_late,
-            "precision": check_precision(request.precision or self.precision, self.device),
+            "precision": self._precision_of(request),
             "model": str(self.model.path) if self.model.path is not None else None,
             "model_fingerprint": self.model.fingerprint,
             "text_encoder": self.model.text_encoder,
