@@ -26,7 +26,7 @@ def loads():
 def service(loads):
     def factory(model_dir: str) -> Sampler:
         loads.append(model_dir)
-        return Sampler.from_dir(model_dir)
+        return Sampler.from_dir(model_dir, exact_batches=True)  # as the app's: Generate again gives the same bytes
 
     service = GenerationService(sampler_factory=factory)
     yield service
