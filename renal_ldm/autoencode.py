@@ -56,8 +56,8 @@ def autoencode_dataset(
     model = load_model(model_dir, device=device, require_unet=False)
     factor = model.config.autoencoder.downsampling_factor
     names = _output_names(dataset)
-    for record in dataset.records:
-        width, height = _size(record.image)
+    sizes = [_size(record.image) for record in dataset.records]  # read once: checked here, batched below
+    for record, (width, height) in zip(dataset.records, sizes, strict=True):
         if width % factor or height % factor:
             raise ValueError(
                 f"{record.image}: {width}x{height} px; the autoencoder of {model_dir} takes sides that are multiples "
@@ -66,7 +66,7 @@ def autoencode_dataset(
     vae = model.vae.eval().to(memory_format=torch.channels_last)  # oneDNN convolutions run faster in NHWC
     psnrs: list[float] = []
     with writer, torch.inference_mode():
-        for batch in _same_size_batches(dataset, batch_size):
+        for batch in _same_size_batches(sizes, batch_size):
             items = [dataset[i] for i in batch]
             images = torch.stack([item["image"] for item in items]).to(device, memory_format=torch.channels_last)
             decoded = to_uint8(reconstruct(vae, images))
@@ -109,16 +109,13 @@ def _size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def _same_size_batches(dataset: PatchDataset, batch_size: int):
-    """Runs of consecutive images of one size, at most batch_size long (images of a data set may differ in size)."""
+def _same_size_batches(sizes: list[tuple[int, int]], batch_size: int):
+    """Runs of consecutive indices of one image size, at most batch_size long (a data set's images may differ)."""
     batch: list[int] = []
-    size = None
-    for i in range(len(dataset)):
-        this = _size(dataset.records[i].image)
-        if batch and (this != size or len(batch) == batch_size):
+    for i, size in enumerate(sizes):
+        if batch and (size != sizes[batch[-1]] or len(batch) == batch_size):
             yield batch
             batch = []
         batch.append(i)
-        size = this
     if batch:
         yield batch
