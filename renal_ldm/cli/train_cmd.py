@@ -155,6 +155,15 @@ def register(subparsers) -> None:
         help="min-SNR loss weighting with this gamma, e.g. 5 (default: plain epsilon MSE, as the reference)",
     )
     p.add_argument(
+        "--snr-floor",
+        type=float,
+        default=LDM.snr_floor,
+        metavar="FLOOR",
+        help="weight the clean image's error by at least FLOOR at high noise, where min-SNR weights it by SNR (next "
+        "to nothing): truncated SNR weighting (Salimans & Ho 2022), e.g. 1; with --snr-gamma: clamp(SNR, FLOOR, "
+        "GAMMA) (default: off)",
+    )
+    p.add_argument(
         "--prediction",
         choices=PREDICTION_TYPES,
         help="what the UNet predicts, for a new run: the noise or v (default: the config's, epsilon; a resumed or "
@@ -294,6 +303,7 @@ def run_train(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         flip=not args.no_flip,
         snr_gamma=args.snr_gamma,
+        snr_floor=args.snr_floor,
         scale_latents=args.scale_latents,
         prediction=args.prediction,
         caption_mask=args.caption_mask,

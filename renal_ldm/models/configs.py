@@ -88,6 +88,7 @@ class LDMTrainSettings:
     latent_cache_mb: int = 1024  # frozen-VQ latents kept per distinct (flipped) image; 0 encodes every batch
     mixed_precision: str = "no"
     snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al. 2023), e.g. 5.0; None: plain epsilon MSE
+    snr_floor: float | None = None  # truncated SNR (Salimans & Ho 2022): clean-image weight >= this at high noise
     scale_latents: bool = False  # measure the latents' std on the data and train on latents / std (LDM paper)
     prediction: str | None = None  # a PREDICTION_TYPES name for a new run; None: the config's (or the run's)
     caption_mask: bool | None = None  # set unet.caption_mask (also on --init-from weights); None: keep the config's

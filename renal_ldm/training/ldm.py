@@ -129,12 +129,18 @@ def diffusion_target(
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {', '.join(PREDICTION_TYPES)}")
 
 
-def min_snr_weights(alphas_cumprod_t: torch.Tensor, gamma: float, prediction_type: str = "epsilon") -> torch.Tensor:
-    """Min-SNR loss weights (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) /
-    (SNR + 1) for v prediction (the same weight on the clean image's error): the many nearly noise-free
-    timesteps, whose target is hard to see and easy to overfit, stop dominating."""
+def min_snr_weights(
+    alphas_cumprod_t: torch.Tensor, gamma: float | None, prediction_type: str = "epsilon", floor: float | None = None
+) -> torch.Tensor:
+    """Loss weights that put clamp(SNR, floor, gamma) on the clean image's error, per sample.
+
+    gamma alone is min-SNR (Hang et al. 2023): min(SNR, gamma) / SNR for epsilon prediction, / (SNR + 1) for v
+    prediction: the many nearly noise-free timesteps, whose target is hard to see and easy to overfit, stop
+    dominating. It also weights the clean-image error at high noise by SNR, next to nothing where the layout is
+    decided; floor (Salimans & Ho 2022's truncated SNR, max(SNR, 1)) keeps that weight at least `floor`.
+    """
     snr = alphas_cumprod_t / (1 - alphas_cumprod_t)
-    return snr.clamp(max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
+    return snr.clamp(min=floor, max=gamma) / (snr + 1 if prediction_type == "v_prediction" else snr)
 
 
 class LatentCache:
@@ -571,7 +577,11 @@ def train_ldm(
             timesteps = torch.randint(0, num_train_timesteps, (b,), generator=generator).to(device)
             a = alphas_cumprod[timesteps].view(b, 1, 1, 1)
             noisy = (a.sqrt() * latents + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
-            weights = min_snr_weights(a.view(b), settings.snr_gamma, prediction) if settings.snr_gamma else None
+            weights = (
+                min_snr_weights(a.view(b), settings.snr_gamma, prediction, settings.snr_floor)
+                if settings.snr_gamma or settings.snr_floor
+                else None
+            )
             target = diffusion_target(prediction, latents, noise, a)
             with accelerator.autocast():
                 loss = diffusion_loss(unet, noisy, timesteps, inputs, target, weights)
@@ -701,6 +711,12 @@ def _check_settings(settings: LDMTrainSettings) -> None:
         raise ValueError(f"warm-up steps must be >= 0; got {settings.warmup_steps}")
     if settings.snr_gamma is not None and not (math.isfinite(settings.snr_gamma) and settings.snr_gamma > 0):
         raise ValueError(f"min-SNR gamma must be a finite number > 0; got {settings.snr_gamma}")
+    if settings.snr_floor is not None and not (math.isfinite(settings.snr_floor) and settings.snr_floor > 0):
+        raise ValueError(f"SNR floor must be a finite number > 0; got {settings.snr_floor}")
+    if settings.snr_floor is not None and settings.snr_gamma is not None and settings.snr_floor > settings.snr_gamma:
+        raise ValueError(
+            f"SNR floor {settings.snr_floor} is above the min-SNR gamma {settings.snr_gamma}; expected floor <= gamma"
+        )
     if settings.prediction is not None and settings.prediction not in PREDICTION_TYPES:
         raise ValueError(f"prediction must be one of {', '.join(PREDICTION_TYPES)}; got {settings.prediction!r}")
     if settings.guidance is not None and not (math.isfinite(settings.guidance) and settings.guidance >= 0):

@@ -67,6 +67,40 @@ def test_v_target_is_diffusers_velocity_and_its_min_snr_weight_is_over_snr_plus_
     )
 
 
+def test_an_snr_floor_keeps_the_high_noise_weight_where_min_snr_drops_it():
+    alphas = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, ~0.0101
+    snr = alphas / (1 - alphas)
+    truncated = min_snr_weights(alphas, 5.0, "v_prediction", floor=1.0)
+    assert truncated.tolist() == pytest.approx((snr.clamp(1.0, 5.0) / (snr + 1)).tolist())
+    assert truncated[3] == pytest.approx(1 / 1.0101, rel=1e-3)  # min-SNR alone: 0.0101 / 1.0101
+    assert min_snr_weights(alphas, 5.0, "v_prediction")[3] == pytest.approx(0.0101 / 1.0101, rel=1e-3)
+    no_cap = min_snr_weights(alphas, None, "v_prediction", floor=1.0)  # truncated SNR alone: max(SNR, 1)
+    assert no_cap[0] == pytest.approx(999 / 1000, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("floor", "gamma", "expected"),
+    [(0.0, None, "SNR floor must be a finite number > 0; got 0.0"), (6.0, 5.0, "SNR floor 6.0 is above")],
+)
+def test_a_bad_snr_floor_is_refused_before_training(vae_dir, tmp_path, floor, gamma, expected):
+    with pytest.raises(ValueError, match=expected):
+        train_ldm(
+            TinyTissue(),
+            tmp_path / "run",
+            vae=vae_dir,
+            settings=_settings(snr_floor=floor, snr_gamma=gamma),
+            log=lambda m: None,
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_an_snr_floor_trains_and_records_it(vae_dir, tmp_path):
+    settings = _settings(prediction="v_prediction", snr_gamma=5.0, snr_floor=1.0)
+    result = train_ldm(TinyTissue(), tmp_path / "run", vae=vae_dir, settings=settings, log=lambda m: None)
+    model = load_model(result.model_dir)
+    assert model.extra["settings"]["snr_floor"] == 1.0 and model.extra["settings"]["snr_gamma"] == 5.0
+
+
 def test_a_v_prediction_run_records_it_samples_with_it_and_keeps_it(vae_dir, tiny_model_dir, tmp_path):
     """--prediction v_prediction: the model's config and its samplers' schedules say v; a resume without the flag
     keeps v; starting from an epsilon model's weights with v is refused."""
