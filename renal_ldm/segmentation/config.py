@@ -191,9 +191,9 @@ class SegmenterTrainSettings:
 
     `blur` b > 0 blurs half of the crops, drawn at random, with a Gaussian of sigma U(0, b) px: generated images
     (decoded by a VQ autoencoder, from a short-trained UNet) are softer than the tissue a segmenter learns from,
-    and a judge of them must not read softness as absence. On phantoms (models/segmenter-phantom/README.md,
-    Limits) blur 1.5 made the judge read soft glomeruli right but take tubuli for glomeruli; training on
-    autoencoded copies of the patches judged generated images better.
+    and a judge of them must not read softness as absence. On phantoms (models/segmenter-phantom/README.md)
+    blur 1.5 made the judge read soft glomeruli right but take tubuli for glomeruli; the shipped judge learns
+    from autoencoded copies of its patches instead (`renal-ldm autoencode`).
 
     `ema` d > 0 keeps an exponential moving average of the weights (decay d per optimizer step, torch's
     AveragedModel); validation judges, and the checkpoint holds, the averaged weights. With a dozen training tiles
