@@ -56,13 +56,17 @@ def level_summary(result) -> dict:
     exact = {c.name: result.exact_level_accuracy(c.name) for c in CAPTIONED_CLASSES}
     unasked = [r for r in result.rows if r.requested[GLOMERULI] == NONE]
     high = [r for r in result.rows if r.requested[GLOMERULI] == HIGH]
+
+    def found_share(rows) -> float | None:  # None where no sample asked so (the generating caption: none unasked)
+        return float(np.mean([r.predicted[GLOMERULI] != NONE for r in rows])) if rows else None
+
     return {
         "n": len(result.rows),
         "exact_level_accuracy": exact,
         "mean_exact_level_accuracy": float(np.mean(list(exact.values()))),
-        "glomeruli_found_when_not_asked": float(np.mean([r.predicted[GLOMERULI] != NONE for r in unasked])),
+        "glomeruli_found_when_not_asked": found_share(unasked),
         "n_not_asked": len(unasked),
-        "glomeruli_found_when_asked_high": float(np.mean([r.predicted[GLOMERULI] != NONE for r in high])),
+        "glomeruli_found_when_asked_high": found_share(high),
     }
 
 

@@ -3,9 +3,9 @@ Glomeruli" gives glomeruli, and asking for "a lot of Dilated Tubuli" does not.
 
 A researcher composes each caption on the Compose page, sends it to Generate and presses Generate with the page's
 defaults (128 px, DDIM 50, the model's recommended guidance), with IMAGES images and the seed fixed at SEED so the
-run is repeatable and counts of 8 say something (measured with these seeds and demo model v4: glomeruli in 7 of 8
-images asked for them, in 0 of 8 asked for dilated tubuli). The images the page stored are then judged by the
-shipped phantom segmenter, as `renal-ldm evaluate-captions` does.
+run is repeatable and counts of 8 say something (measured with these seeds, demo model v4 and segmenter-phantom v2:
+glomeruli in 8 of 8 images asked for them, shares 0.11-0.30; in 0 of 8 asked for dilated tubuli, at most 0.001).
+The images the page stored are then judged by the shipped phantom segmenter, as `renal-ldm evaluate-captions` does.
 """
 
 from __future__ import annotations
