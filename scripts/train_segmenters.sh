@@ -2,8 +2,8 @@
 # Reproduces the two shipped segmenters with the product's own commands, then copies the weights, config and
 # metrics into models/ (the training runs stay in WORK_DIR, never in the repository).
 #   bash scripts/train_segmenters.sh [glomeruli|phantom|both] [WORK_DIR]   (default both, runs/segmenters)
-# The glomerulus members took 48 min (one thread) and 24 min (two threads), the phantom run about 15 min (two threads), on the
-# 2-core development machine; EPOCHS_* bound them.
+# The glomerulus members took 48 min (one thread) and 24 min (two threads), the phantom run about 15 min (two
+# threads), on the 2-core development machine; EPOCHS_* bound them.
 # kidney-pas (../shared/data/kidney-pas, CC BY 4.0, Bueno et al.) is read in place through symbolic links.
 set -euo pipefail
 cd "$(dirname "$0")/.."

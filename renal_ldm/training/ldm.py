@@ -129,7 +129,7 @@ def diffusion_target(
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {', '.join(PREDICTION_TYPES)}")
 
 
-def min_snr_weights(
+def snr_loss_weights(
     alphas_cumprod_t: torch.Tensor, gamma: float | None, prediction_type: str = "epsilon", floor: float | None = None
 ) -> torch.Tensor:
     """Loss weights that put clamp(SNR, floor, gamma) on the clean image's error, per sample.
@@ -578,7 +578,7 @@ def train_ldm(
             a = alphas_cumprod[timesteps].view(b, 1, 1, 1)
             noisy = (a.sqrt() * latents + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
             weights = (
-                min_snr_weights(a.view(b), settings.snr_gamma, prediction, settings.snr_floor)
+                snr_loss_weights(a.view(b), settings.snr_gamma, prediction, settings.snr_floor)
                 if settings.snr_gamma or settings.snr_floor
                 else None
             )

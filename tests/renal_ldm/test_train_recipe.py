@@ -18,7 +18,7 @@ from renal_ldm.models.manifest import MANIFEST, recommended_guidance
 from renal_ldm.sample import DEFAULT_GUIDANCE, Sampler, SampleRequest
 from renal_ldm.text import get_text_encoder
 from renal_ldm.training import train_ldm
-from renal_ldm.training.ldm import LatentCache, diffusion_target, measure_latent_std, min_snr_weights
+from renal_ldm.training.ldm import LatentCache, diffusion_target, measure_latent_std, snr_loss_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,9 +39,9 @@ def _settings(**kw) -> LDMTrainSettings:
     return LDMTrainSettings(**base)
 
 
-def test_min_snr_weights_cap_the_low_noise_steps_and_leave_the_noisy_ones():
+def test_snr_loss_weights_cap_the_low_noise_steps_and_leave_the_noisy_ones():
     alphas = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, ~0.01
-    weights = min_snr_weights(alphas, gamma=5.0)
+    weights = snr_loss_weights(alphas, gamma=5.0)
     assert weights[0] == pytest.approx(5.0 / 999.0, rel=1e-4)
     assert weights[1] == pytest.approx(5.0 / 9.0, rel=1e-4)
     assert weights[2:].tolist() == pytest.approx([1.0, 1.0])
@@ -62,7 +62,7 @@ def test_v_target_is_diffusers_velocity_and_its_min_snr_weight_is_over_snr_plus_
         diffusion_target("x0", latents, noise, a)
     alphas = torch.tensor([0.9, 0.01])  # SNR 9, ~0.0101
     snr = alphas / (1 - alphas)
-    assert min_snr_weights(alphas, 5.0, "v_prediction").tolist() == pytest.approx(
+    assert snr_loss_weights(alphas, 5.0, "v_prediction").tolist() == pytest.approx(
         (torch.minimum(snr, torch.tensor(5.0)) / (snr + 1)).tolist()
     )
 
@@ -70,11 +70,11 @@ def test_v_target_is_diffusers_velocity_and_its_min_snr_weight_is_over_snr_plus_
 def test_an_snr_floor_keeps_the_high_noise_weight_where_min_snr_drops_it():
     alphas = torch.tensor([0.999, 0.9, 0.5, 0.01])  # SNR 999, 9, 1, ~0.0101
     snr = alphas / (1 - alphas)
-    truncated = min_snr_weights(alphas, 5.0, "v_prediction", floor=1.0)
+    truncated = snr_loss_weights(alphas, 5.0, "v_prediction", floor=1.0)
     assert truncated.tolist() == pytest.approx((snr.clamp(1.0, 5.0) / (snr + 1)).tolist())
     assert truncated[3] == pytest.approx(1 / 1.0101, rel=1e-3)  # min-SNR alone: 0.0101 / 1.0101
-    assert min_snr_weights(alphas, 5.0, "v_prediction")[3] == pytest.approx(0.0101 / 1.0101, rel=1e-3)
-    no_cap = min_snr_weights(alphas, None, "v_prediction", floor=1.0)  # truncated SNR alone: max(SNR, 1)
+    assert snr_loss_weights(alphas, 5.0, "v_prediction")[3] == pytest.approx(0.0101 / 1.0101, rel=1e-3)
+    no_cap = snr_loss_weights(alphas, None, "v_prediction", floor=1.0)  # truncated SNR alone: max(SNR, 1)
     assert no_cap[0] == pytest.approx(999 / 1000, rel=1e-4)
 
 
