@@ -35,8 +35,9 @@ from db import repository as repo
 from db.repository.annotations import check_author
 from renal_ldm.annotations import agreement, geojson, polygons
 from renal_ldm.annotations import export as export_lib
-from renal_ldm.annotations.masks import (  # noqa: F401 - cell_of and grid_shape are the page's too
+from renal_ldm.annotations.masks import (  # noqa: F401 - cell_of, grid_shape and REGION_SIDES are the page's too
     DEFAULT_REGION_SIDE,
+    REGION_SIDES,
     RegionBox,
     cell_of,
     count_components,
@@ -52,7 +53,6 @@ from renal_ldm.paths import data_home, resolve_in_home
 from renal_ldm.slides import info as slide_info
 
 ANNOTATIONS_DIR = "annotations"
-REGION_SIDES = (64, 128, 256, 512, 1024)
 DEFAULT_CLASS_ID = GLOMERULI_ID
 NOT_STARTED, IN_PROGRESS, DONE = "not started", "in progress", "done"
 STATE_COLOURS = {IN_PROGRESS: (245, 170, 40), DONE: (40, 190, 70)}

@@ -42,6 +42,7 @@ from app.background import BackgroundJob, Progress
 from app.generation import SAMPLES_DIR
 from app.model_choices import ModelChoice
 from db import repository as repo
+from renal_ldm.annotations.masks import DEFAULT_REGION_SIDE, REGION_SIDES  # noqa: F401 - the Slides page's choices
 from renal_ldm.data.layout import IMAGE_SUFFIXES
 from renal_ldm.models.configs import MAX_SAMPLING_STEPS, SAMPLING
 from renal_ldm.paths import data_home, data_subdir, resolve_in_home
@@ -66,8 +67,6 @@ SLIDES_DIR = "slides"
 """Where stitched (and generated) slides go, under the data directory."""
 MAX_DOWNLOAD_BYTES = 512 * 2**20
 """A slide above this size is not offered as a download (it would be read into the server's memory)."""
-REGION_SIDES = (64, 128, 256, 512, 1024)
-DEFAULT_REGION_SIDE = 512
 TILE_CHOICES = (64, 128, 256, 512, 1024)
 DEFAULT_STITCH_TILE = DEFAULT_TILE
 OVERVIEW_SIDE = 768

@@ -17,6 +17,7 @@ EDITOR = "annotate.editor"  # the open region (app.annotate.Editor)
 NOTICE = "annotate.notice"  # (kind, text): shown until the next action, not only on the next run
 EXPORT = "annotate.export_zip"  # (slide id, zip bytes, summary) ready to download
 MODES = {"Paint": PAINT, "Erase": ERASE}
+CLASS_KEY, SIDE_KEY = "annotate.class", "annotate.side"
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -62,10 +63,45 @@ def _open(slide, annotator: str, class_id: int, side: int, cell) -> None:
         return
     if st.session_state.get(NOTICE, ("success",))[0] != "success":  # a problem of the region left behind
         _quiet()
-    st.query_params.update({"slide": str(slide.id), "side": str(side), "cell": f"{cell[0]},{cell[1]}"})
+    _keep_address(slide.id, side, cell)
+
+
+def _keep_address(slide_id: int, side: int, cell) -> None:
+    """Make the address name what is on screen (the region open, if any), so a reload, a new session, comes back
+    to it."""
+    wanted = {"slide": str(slide_id), "side": str(side)}
+    if cell is not None:
+        wanted["cell"] = f"{cell[0]},{cell[1]}"
+    if any(st.query_params.get(k) != v for k, v in wanted.items()):
+        st.query_params.update(wanted)
+    if cell is None and "cell" in st.query_params:
+        del st.query_params["cell"]
+
+
+def _address_cell(slide_id: int, side: int):
+    """The region the address names, where it names this slide and side (a cell of another side is elsewhere)."""
+    if st.query_params.get("slide") != str(slide_id) or st.query_params.get("side") != str(side):
+        return None
+    return an.cell_from_text(st.query_params.get("cell"))
+
+
+def _chosen(class_id: int, side: int) -> tuple[int, int]:
+    """The class and region side on screen now. A click sent together with a new choice, before the page redrew,
+    runs the callback bound in the run before, with that run's arguments; session state already has the choice."""
+    return int(st.session_state.get(CLASS_KEY, class_id)), int(st.session_state.get(SIDE_KEY, side))
+
+
+def _open_picked(slide, annotator: str, class_id: int, side: int, cell) -> None:
+    """ "Open this region": the column and row typed, on the grid of the side chosen now."""
+    class_id, now = _chosen(class_id, side)
+    if now != side:  # the inputs on screen were the old grid's: keep the cell, within the new grid
+        cols, rows = an.grid_shape(slide.width, slide.height, now)
+        cell = (min(cell[0], cols - 1), min(cell[1], rows - 1))
+    _open(slide, annotator, class_id, now, cell)
 
 
 def _next(slide, annotator: str, class_id: int, side: int) -> None:
+    class_id, side = _chosen(class_id, side)
     editor = st.session_state.get(EDITOR)
     after = an.cell_of(editor.box, side) if editor is not None else None
     if editor is not None and not _save(slide, done=None):
@@ -138,7 +174,7 @@ class_id = c1.selectbox(
     an.CLASS_CHOICES,
     index=an.CLASS_CHOICES.index(an.DEFAULT_CLASS_ID),
     format_func=lambda i: by_id(i).name,
-    key="annotate.class",
+    key=CLASS_KEY,
 )
 wanted_side = st.query_params.get("side")
 side_default = (
@@ -150,7 +186,7 @@ side = c2.selectbox(
     "Region side (px, full resolution)",
     an.REGION_SIDES,
     index=an.REGION_SIDES.index(side_default),
-    key="annotate.side",
+    key=SIDE_KEY,
 )
 
 editor = st.session_state.get(EDITOR)
@@ -159,12 +195,14 @@ if editor is not None and not an.editor_fits(editor, slide, annotator, class_id,
         _save(by_id_slide[editor.slide_id].slide)
     st.session_state.pop(EDITOR, None)
     editor = None
-if editor is None and (cell := an.cell_from_text(st.query_params.get("cell"))) is not None and chosen.problem is None:
+if editor is None and (cell := _address_cell(slide.id, side)) is not None and chosen.problem is None:
     try:
         st.session_state[EDITOR] = editor = an.open_editor(slide, annotator, class_id, an.region(slide, side, *cell))
     except (ValueError, OSError) as exc:  # say why the linked region did not open, rather than ignore the link
         st.warning(literal(f"The region in this page's address (cell {cell[0]},{cell[1]}) did not open: {exc}"))
         editor = None
+if not chosen.missing:
+    _keep_address(slide.id, side, an.cell_of(editor.box, side) if editor is not None else None)
 
 if chosen.missing:
     st.warning(literal(f"This slide cannot be annotated: {chosen.problem}. Saved annotations are kept."))
@@ -190,7 +228,7 @@ else:
             "Open this region",
             key="annotate.open",
             icon=":material/open_in_full:",
-            on_click=_open,
+            on_click=_open_picked,
             args=(slide, annotator, class_id, side, (int(col), int(row))),
         )
         st.button(

@@ -22,6 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 DEFAULT_REGION_SIDE = 512
 """The side of an annotation region at full resolution (the reference study's patch size)."""
+REGION_SIDES = (64, 128, 256, 512, 1024)
+"""The region sides the app offers, for annotating and for viewing a slide's regions."""
 MAX_REGION_SIDE = 2048
 
 

@@ -259,3 +259,47 @@ def test_a_reload_reopens_the_region_in_the_address_and_says_why_when_it_cannot(
         at.run()
         assert not at.exception, [e.message for e in at.exception]
         assert any(expected in t for t in _texts(at)), _texts(at)
+
+
+def test_a_click_sent_with_a_new_region_side_opens_that_side_and_the_address_says_so(slide, app_home):
+    """A person who picks a side and clicks "Open this region" before the page has redrawn sends both in one
+    rerun, while the button still holds the callback of the run before (side 512). The region opened, and the
+    address a reload comes back to, must be the side on screen, not the stale one."""
+    from streamlit.testing.v1 import AppTest
+
+    at = _page(app_home)
+    at.text_input(key="annotate.name").input("ann").run()
+    at.selectbox(key="annotate.side").select(SIDE)
+    at.button(key="annotate.open").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("Region x 0-64, y 0-64" in t for t in _texts(at)), _texts(at)
+    address = {key: at.query_params[key] for key in ("who", "slide", "side", "cell")}
+    assert address["side"] in (str(SIDE), [str(SIDE)]), address
+
+    reloaded = AppTest.from_file(MAIN, default_timeout=RUN_TIMEOUT)
+    reloaded.run()
+    reloaded.switch_page(ANNOTATE)
+    reloaded.query_params.update(address)
+    reloaded.run()
+    assert not reloaded.exception, [e.message for e in reloaded.exception]
+    assert any("Region x 0-64, y 0-64" in t for t in _texts(reloaded)), _texts(reloaded)
+
+
+def test_choosing_another_side_closes_the_region_and_the_address_forgets_its_cell(slide, app_home):
+    """Cell 1,0 of the 64 px grid is not cell 1,0 of another grid: a new side closes the region (a saved one stays
+    saved) and the address keeps only what is still on screen, so a reload does not open a region nobody chose."""
+    box = an.region(slide, SIDE, 1, 0)
+    an.save_mask(slide, "ann", GLOMERULI_ID, box, disc())
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=RUN_TIMEOUT)
+    at.run()
+    at.switch_page(ANNOTATE)
+    at.query_params.update({"who": "ann", "slide": str(slide.id), "side": str(SIDE), "cell": "1,0"})
+    at.run()
+    assert any("Region x 64-128, y 0-64" in t for t in _texts(at)), _texts(at)
+    at.selectbox(key="annotate.side").select(128).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not any(t.startswith("Region x") for t in _texts(at)), _texts(at)
+    assert at.query_params["side"] in ("128", ["128"]) and "cell" not in at.query_params
+    assert an.find(slide.id, "ann", GLOMERULI_ID, box) is not None
