@@ -92,7 +92,7 @@ def _chosen(class_id: int, side: int) -> tuple[int, int]:
 
 
 def _open_picked(slide, annotator: str, class_id: int, side: int, cell) -> None:
-    """ "Open this region": the column and row typed, on the grid of the side chosen now."""
+    """The "Open this region" button: the column and row typed, on the grid of the side chosen now."""
     class_id, now = _chosen(class_id, side)
     if now != side:  # the inputs on screen were the old grid's: keep the cell, within the new grid
         cols, rows = an.grid_shape(slide.width, slide.height, now)

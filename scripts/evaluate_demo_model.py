@@ -3,7 +3,9 @@
     .venv/bin/python scripts/evaluate_demo_model.py [--model models/demo] [--out runs/demo-eval] [--n 200]
 
 1. Generating caption (the reference study's): --n samples judged by the shipped phantom segmenter, Table 5.1
-   layout (renal_ldm.evaluate; OUT/generating/caption_accuracy.md).
+   layout (renal_ldm.evaluate; OUT/generating/caption_accuracy.md); beside them up to 64 phantoms of that
+   caption through the model's autoencoder and blurred to the samples' sharpness, the same judge's reading of a
+   model that drew exactly the phantoms but as soft as these samples (the judge reads soft structures smaller).
 2. Level sweep: --per-caption samples for every captioned class at low, medium and high alone ("Class=level",
    the other classes absent so requested "none"): per-class exact-level accuracy over every class at every
    level, and the share of samples the segmenter finds glomeruli in when the caption names none
@@ -12,7 +14,8 @@
    fewer than two class sentences and "none" of interstitium is out of reach for any model of this data.
 2b. Composition sweep: the full captions of held-out phantoms (seeds outside the training set), --per-cell for
    every class at every level (a phantom whose own mask puts that class at that level), one sample each; the
-   same judge on those phantoms themselves gives the ceiling the judge allows (OUT/compositions/).
+   same judge on those phantoms themselves gives the ceiling the judge allows, and on them made as soft as the
+   samples (as in 1) the ceiling at the samples' softness (OUT/compositions/).
 3. Artefacts (renal_ldm.artifacts): latent-grid and window-grid edge ratios, the frame ratio and sharpness of
    samples at 128 and 256 px (whole latent, windows, with a 16 px margin over every step and for the last steps
    only), beside fresh phantoms (of the caption, and cut from a wider field).
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from renal_ldm.artifacts import edge_ratio, frame_ratio_interval, sharpness
+from renal_ldm.artifacts import edge_ratio, frame_ratio_interval, sharpness, soften_to_sharpness
 from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
@@ -117,12 +120,35 @@ def autoencoded(sampler: Sampler, images: list[np.ndarray], batch: int = 16) -> 
     return out
 
 
-def write_phantom_as_sample(folder: Path, seed: int, phantom) -> None:
-    """A phantom as a `renal-ldm sample`-style file pair (PNG + sidecar with its own caption), for the judge."""
+def write_phantom_as_sample(folder: Path, seed: int, phantom, image: np.ndarray | None = None) -> None:
+    """A phantom (or `image`, a copy of it changed) as a `renal-ldm sample`-style file pair (PNG + sidecar with the
+    phantom's own caption), for the judge."""
     folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(phantom.image).save(folder / f"phantom_{seed}.png")
+    Image.fromarray(phantom.image if image is None else image).save(folder / f"phantom_{seed}.png")
     sidecar = {"caption": phantom.caption, "size": phantom.image.shape[0], "phantom_seed": seed}
     (folder / f"phantom_{seed}.json").write_text(json.dumps(sidecar))
+
+
+def soft_phantom_reference(sampler: Sampler, seeded: list[tuple[int, object]], samples: Path, dest: Path) -> dict:
+    """Write the (seed, phantom) pairs to `dest` as the judge's reference at the samples' softness: through the
+    model's autoencoder, then blurred by the one Gaussian that brings them to the sharpness of the samples in
+    `samples`. The judge reads soft structures as smaller (a lot of glomeruli as a low or medium amount: the
+    segmenter's README), so samples are compared with phantoms it reads the same way. Returns sigma and sharpness."""
+    drawn = [np.asarray(Image.open(png).convert("RGB")) for png in sorted(samples.glob("*.png"))]
+    images = [np.asarray(phantom.image) for _, phantom in seeded]
+    through = autoencoded(sampler, images)
+    softened, sigma = soften_to_sharpness(through, sharpness(drawn))
+    for (seed, phantom), image in zip(seeded, softened, strict=True):
+        write_phantom_as_sample(dest, seed, phantom, image)
+    return {
+        "sigma_px": round(sigma, 3),
+        "sharpness": {
+            "samples": sharpness(drawn),
+            "phantoms": sharpness(images),
+            "phantoms_through_autoencoder": sharpness(through),
+            "phantoms_softened": sharpness(softened),
+        },
+    }
 
 
 def main() -> int:
@@ -229,6 +255,17 @@ def main() -> int:
             "table_5_1": every_pixel.table_5_1(),
             "exact_level_accuracy": level_summary(every_pixel)["exact_level_accuracy"],
         }
+        # the same caption's phantoms, as soft as these samples: what this judge reads of a perfect model
+        seeded = list(enumerate(phantoms_of_levels(caption_to_levels(GENERATING_CAPTION), min(args.n, 64), 128)))
+        soft_dir = out / "generating" / "phantoms_softened"
+        softening = soft_phantom_reference(sampler, seeded, out / "generating" / "samples", soft_dir)
+        reference, _ = judge_folder(soft_dir, out / "generating" / "report_phantoms_softened")
+        summary["generating"]["phantoms_softened"] = {
+            "n": len(seeded),
+            **softening,
+            "mentions_glomeruli": reference.mentions_glomeruli,
+            "table_5_1": reference.table_5_1(),
+        }
 
     # 2. Every class at every level, one-class captions.
     if "sweep" in parts:
@@ -250,9 +287,10 @@ def main() -> int:
         for k, (seed_k, phantom) in enumerate(chosen):
             sample_into(comp_dir / "samples", phantom.caption, 1, 20_000 + k, 128)
             write_phantom_as_sample(comp_dir / "phantoms", seed_k, phantom)
-        summary["compositions"] = {"n": len(chosen)}
+        softening = soft_phantom_reference(sampler, chosen, comp_dir / "samples", comp_dir / "phantoms_softened")
+        summary["compositions"] = {"n": len(chosen), "softening": softening}
         summary["compositions_every_pixel"] = {"n": len(chosen)}
-        for name in ("samples", "phantoms"):
+        for name in ("samples", "phantoms", "phantoms_softened"):
             result, every_pixel = judge_folder(comp_dir / name, comp_dir / f"report_{name}")
             summary["compositions"][name] = level_summary(result)
             summary["compositions_every_pixel"][name] = level_summary(every_pixel)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from renal_ldm.artifacts import edge_ratio, frame_ratio, frame_ratio_interval, sharpness
+from renal_ldm.artifacts import edge_ratio, frame_ratio, frame_ratio_interval, sharpness, soften, soften_to_sharpness
 from renal_ldm.phantom import generate_phantom
 
 
@@ -79,3 +79,25 @@ def test_frame_measures_name_what_is_wrong():
         frame_ratio_interval([])
     with pytest.raises(ValueError, match="too small for 4 px bands"):
         frame_ratio([np.zeros((16, 16, 3))])
+
+
+def test_softening_to_a_sharpness_reaches_it_with_one_blur_for_the_set(phantoms):
+    target = 0.5 * sharpness(phantoms)
+    softened, sigma = soften_to_sharpness(phantoms, target)
+    assert 0 < sigma < 4
+    assert sharpness(softened) == pytest.approx(target, rel=0.011)
+    assert [s.shape for s in softened] == [p.shape for p in phantoms] and softened[0].dtype == np.uint8
+    again = soften(phantoms, sigma)  # the one sigma, applied to every image alike
+    assert all((a == b).all() for a, b in zip(again, softened, strict=True))
+    assert sharpness(soften(phantoms, sigma + 0.5)) < sharpness(softened)  # softer still with a wider blur
+
+
+def test_softening_never_sharpens_and_names_bad_targets(phantoms):
+    same, sigma = soften_to_sharpness(phantoms, 2 * sharpness(phantoms))
+    assert sigma == 0 and all((a == b).all() for a, b in zip(same, phantoms, strict=True))
+    with pytest.raises(ValueError, match="target sharpness must be > 0"):
+        soften_to_sharpness(phantoms, 0)
+    with pytest.raises(ValueError, match="above the target 0.01"):
+        soften_to_sharpness(phantoms, 0.01)
+    with pytest.raises(ValueError, match="blur sigma must be >= 0"):
+        soften(phantoms, -1)

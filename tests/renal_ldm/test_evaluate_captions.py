@@ -477,3 +477,28 @@ def _evaluation_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def test_the_soft_reference_is_the_phantoms_made_as_soft_as_the_samples(tmp_path, tiny_model_dir):
+    """scripts/evaluate_demo_model.py's reference at the samples' softness: each phantom written with its own
+    caption, through the model's autoencoder and blurred to the samples' sharpness (never sharpened)."""
+    from renal_ldm.artifacts import sharpness, soften
+    from renal_ldm.sample import Sampler
+
+    script = _evaluation_script()
+    seeded = [(900_000 + k, p) for k, p in enumerate(script.phantoms_of_levels({"Glomeruli": "high"}, 3, 128))]
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for k, soft in enumerate(soften([p.image for _, p in seeded], 2.0)):  # stand-ins for soft samples
+        Image.fromarray(soft).save(samples / f"sample_{k}.png")
+    sampler = Sampler.from_dir(tiny_model_dir, device="cpu")
+    info = script.soft_phantom_reference(sampler, seeded, samples, tmp_path / "ref")
+    written = sorted((tmp_path / "ref").glob("phantom_*.png"))
+    assert [png.stem for png in written] == [f"phantom_{seed}" for seed, _ in seeded]
+    sidecar = json.loads((tmp_path / "ref" / f"phantom_{seeded[0][0]}.json").read_text())
+    assert sidecar["caption"] == seeded[0][1].caption
+    shown = sharpness([np.asarray(Image.open(png)) for png in written])
+    sharp = info["sharpness"]
+    assert shown == pytest.approx(sharp["phantoms_softened"])
+    assert shown == pytest.approx(min(sharp["samples"], sharp["phantoms_through_autoencoder"]), rel=0.011)
+    assert info["sigma_px"] >= 0 and sharp["phantoms"] > sharp["samples"]
