@@ -2,7 +2,7 @@
 # Reproduces the two shipped segmenters with the product's own commands, then copies the weights, config and
 # metrics into models/ (the training runs stay in WORK_DIR, never in the repository).
 #   bash scripts/train_segmenters.sh [glomeruli|phantom|both] [WORK_DIR]   (default both, runs/segmenters)
-# The glomerulus members took 48 min (one thread) and 24 min (two threads), the phantom run about 15 min (two
+# The glomerulus members took 48 min (one thread) and 24 min (two threads), the phantom run about 30 min (two
 # threads), on the 2-core development machine; EPOCHS_* bound them.
 # kidney-pas (../shared/data/kidney-pas, CC BY 4.0, Bueno et al.) is read in place through symbolic links.
 set -euo pipefail
@@ -55,13 +55,19 @@ fi
 
 if [ "$WHICH" = phantom ] || [ "$WHICH" = both ]; then
   # The judge of the demo model's samples (evaluate-captions, the realism test's features). It learns from phantom
-  # patches of 256 px (the demo model's tissue) AND the same patches encoded and decoded by the demo model's
-  # autoencoder, because generated images carry that autoencoder's softness and a judge of sharp phantoms only
-  # reads them short (models/segmenter-phantom/README.md). 288 training and 72 validation phantoms, separate seeds.
+  # patches (the demo model's tissue) AND the same patches encoded and decoded by the demo model's autoencoder,
+  # because generated images carry that autoencoder's softness and a judge of sharp phantoms only reads them short;
+  # and from whole 128 px patches besides 256 px ones, because it judges 128 px samples, whose every pixel is near
+  # the mirrored margin: a judge that saw mostly real context took structures cut by the border for glomeruli
+  # (models/segmenter-phantom/README.md). 288 + 288 training and 72 + 72 validation phantoms, separate seeds.
   # Retrain it when the demo model's autoencoder changes.
   [ -f "$WORK/phantom-train/captions.jsonl" ] || $RL phantom --out "$WORK/phantom-train" --n 288 --size 256 --seed 5000
   [ -f "$WORK/phantom-val/captions.jsonl" ] || $RL phantom --out "$WORK/phantom-val" --n 72 --size 256 --seed 7000
-  for split in phantom-train phantom-val; do
+  [ -f "$WORK/phantom-train-128/captions.jsonl" ] || $RL phantom --out "$WORK/phantom-train-128" --n 288 --size 128 \
+    --seed 8000
+  [ -f "$WORK/phantom-val-128/captions.jsonl" ] || $RL phantom --out "$WORK/phantom-val-128" --n 72 --size 128 \
+    --seed 8500
+  for split in phantom-train phantom-val phantom-train-128 phantom-val-128; do
     [ -f "$WORK/$split-ae/captions.jsonl" ] || $RL autoencode --model models/demo --data "$WORK/$split" \
       --out "$WORK/$split-ae" --no-progress
   done
@@ -73,10 +79,11 @@ if [ "$WHICH" = phantom ] || [ "$WHICH" = both ]; then
       done
     done
   }
-  manifest phantom-train phantom-train-ae >"$WORK/judge-train.jsonl"
-  manifest phantom-val phantom-val-ae >"$WORK/judge-val.jsonl"
+  manifest phantom-train phantom-train-ae phantom-train-128 phantom-train-128-ae >"$WORK/judge-train.jsonl"
+  manifest phantom-val phantom-val-ae phantom-val-128 phantom-val-128-ae >"$WORK/judge-val.jsonl"
+  # --crop 128: the network's valid output is 132 px (a 128 px patch whole, mirrored 4 px beyond two edges)
   $RL train-segmenter --data "$WORK/judge-train.jsonl" --val-data "$WORK/judge-val.jsonl" --classes all \
-    --config small --out "$WORK/phantom-judge" --epochs "$EPOCHS_PHANTOM" --crop 132 --batch-size 8 --patience 8 \
+    --config small --out "$WORK/phantom-judge" --epochs "$EPOCHS_PHANTOM" --crop 128 --batch-size 8 --patience 8 \
     --seed 0 --threads 2 --no-progress $( [ -f "$WORK/phantom-judge/train_state.pt" ] && echo --resume )
   ship "$WORK/phantom-judge" models/segmenter-phantom
 fi

@@ -3,8 +3,8 @@ Glomeruli" gives glomeruli, and asking for "a lot of Dilated Tubuli" does not.
 
 A researcher composes each caption on the Compose page, sends it to Generate and presses Generate with the page's
 defaults (128 px, DDIM 50, the model's recommended guidance), with IMAGES images and the seed fixed at SEED so the
-run is repeatable and counts of 8 say something (measured with these seeds, demo model v4 and segmenter-phantom v2:
-glomeruli in 8 of 8 images asked for them, shares 0.11-0.30; in 0 of 8 asked for dilated tubuli, at most 0.001).
+run is repeatable and counts of 8 say something (measured with these seeds, demo model v4 and segmenter-phantom v3:
+glomeruli in 8 of 8 images asked for them, shares 0.17-0.29; in 0 of 8 asked for dilated tubuli, at most 0.018).
 The images the page stored are then judged by the shipped phantom segmenter, as `renal-ldm evaluate-captions` does.
 """
 
