@@ -94,20 +94,27 @@ def held_out_phantoms_per_cell(per_cell: int, pool: int = 3000) -> list[tuple[in
     return chosen
 
 
-def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PHANTOM_SEED, context: int = 0) -> list:
-    """n fresh phantoms (seeds outside the training set) whose own caption has these levels: the reference for
-    samples of that caption (tissue full of glomeruli has a slightly busier border than the average tile, unless
-    cut from a wider field: context, renal_ldm.phantom.FIELD_CONTEXT)."""
+def seeded_phantoms_of_levels(
+    levels: dict[str, str], n: int, size: int, seed: int = PHANTOM_SEED, context: int = 0
+) -> list[tuple[int, object]]:
+    """(seed, phantom) pairs: n fresh phantoms (seeds outside the training set) whose own caption has these levels,
+    the reference for samples of that caption (tissue full of glomeruli has a slightly busier border than the
+    average tile, unless cut from a wider field: context, renal_ldm.phantom.FIELD_CONTEXT)."""
     lead = [name for name, level in levels.items() if level != NONE]
     found = []
     for k in range(200 * n):
         phantom = generate_phantom(size, seed=seed + k, lead=lead or None, context=context)
         have = caption_to_levels(phantom.caption)
         if all(have.get(name, NONE) == level for name, level in levels.items()):  # a caption omits "none"
-            found.append(phantom)
+            found.append((seed + k, phantom))
             if len(found) == n:
                 return found
     raise RuntimeError(f"only {len(found)} of {200 * n} phantoms of {size} px have {levels}; expected {n}")
+
+
+def phantoms_of_levels(levels: dict[str, str], n: int, size: int, seed: int = PHANTOM_SEED, context: int = 0) -> list:
+    """The phantoms of seeded_phantoms_of_levels, without their seeds."""
+    return [phantom for _, phantom in seeded_phantoms_of_levels(levels, n, size, seed, context)]
 
 
 def autoencoded(sampler: Sampler, images: list[np.ndarray], batch: int = 16) -> list[np.ndarray]:
@@ -242,7 +249,7 @@ def main() -> int:
     if "generating" in parts:
         # the reference: phantoms with a lot of glomeruli, the level Table 5.1 judges (phantoms that also have
         # the caption's medium tubuli are too rare to draw: 25 in 12800 tiles led by glomeruli)
-        reference_phantoms = list(enumerate(phantoms_of_levels({GLOMERULI: HIGH}, min(args.n, 64), 128)))
+        reference_phantoms = seeded_phantoms_of_levels({GLOMERULI: HIGH}, min(args.n, 64), 128)
         took = sample_into(out / "generating" / "samples", GENERATING_CAPTION, args.n, 0, 128)
         generating, every_pixel = judge_folder(out / "generating" / "samples", out / "generating")
         judged_folders.append(out / "generating" / "samples")

@@ -486,7 +486,8 @@ def test_the_soft_reference_is_the_phantoms_made_as_soft_as_the_samples(tmp_path
     from renal_ldm.sample import Sampler
 
     script = _evaluation_script()
-    seeded = [(900_000 + k, p) for k, p in enumerate(script.phantoms_of_levels({"Glomeruli": "high"}, 3, 128))]
+    seeded = script.seeded_phantoms_of_levels({"Glomeruli": "high"}, 3, 128)
+    assert all(np.array_equal(generate_phantom(128, seed=s, lead=["Glomeruli"]).image, p.image) for s, p in seeded)
     samples = tmp_path / "samples"
     samples.mkdir()
     for k, soft in enumerate(soften([p.image for _, p in seeded], 2.0)):  # stand-ins for soft samples
