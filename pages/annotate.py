@@ -62,8 +62,7 @@ def _open(slide, annotator: str, class_id: int, side: int, cell) -> None:
         _say("error", str(exc))
         return
     if st.session_state.get(NOTICE, ("success",))[0] != "success":  # a problem of the region left behind
-        _quiet()
-    _keep_address(slide.id, side, cell)
+        _quiet()  # the run that follows writes the region into the address (_keep_address)
 
 
 def _keep_address(slide_id: int, side: int, cell) -> None:

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evaluate_demo_model import autoencoded  # noqa: E402
 
+from renal_ldm.artifacts import soften  # noqa: E402
 from renal_ldm.captions import HIGH, LEVELS, NONE, caption_to_levels, level_for_fraction  # noqa: E402
 from renal_ldm.classes import by_name  # noqa: E402
 from renal_ldm.evaluate import PHANTOM_SPECK_PX, load_judge, remove_specks  # noqa: E402
@@ -29,10 +29,6 @@ from renal_ldm.segment import dice_score  # noqa: E402
 
 GLOMERULI = by_name("Glomeruli").id
 BLURS = (0.7, 1.0, 1.5)
-
-
-def blurred(images: list[np.ndarray], sigma: float) -> list[np.ndarray]:
-    return [np.asarray(Image.fromarray(i).filter(ImageFilter.GaussianBlur(sigma))) for i in images]
 
 
 def glomerulus_levels(judge, images: list[np.ndarray]) -> dict[str, float]:
@@ -57,7 +53,7 @@ def main() -> int:
     phantoms = [generate_phantom(256, seed=987_000 + k) for k in range(args.n)]
     images = [p.image for p in phantoms]
     truth = np.concatenate([p.mask.ravel() for p in phantoms])
-    variants = {"as they are": images, **{f"blurred {s} px": blurred(images, s) for s in BLURS}}
+    variants = {"as they are": images, **{f"blurred {s} px": soften(images, s) for s in BLURS}}
     variants["through the autoencoder"] = autoencoded(sampler, images)
     high, seed = [], 930_000
     while len(high) < args.n_high:
@@ -65,7 +61,7 @@ def main() -> int:
         seed += 1
         if caption_to_levels(phantom.caption).get("Glomeruli") == HIGH:
             high.append(phantom.image)
-    high_variants = {"as they are": high, "blurred 1.0 px": blurred(high, 1.0)}
+    high_variants = {"as they are": high, "blurred 1.0 px": soften(high, 1.0)}
     high_variants["through the autoencoder"] = autoencoded(sampler, high)
     none, seed = [], 900_000
     while len(none) < args.n_none:
@@ -73,7 +69,7 @@ def main() -> int:
         seed += 1
         if caption_to_levels(phantom.caption).get("Glomeruli", NONE) == NONE:
             none.append(phantom.image)
-    none_variants = {"as they are": none, "blurred 1.0 px": blurred(none, 1.0)}
+    none_variants = {"as they are": none, "blurred 1.0 px": soften(none, 1.0)}
     none_variants["through the autoencoder"] = autoencoded(sampler, none)
     for path in args.segmenter:
         judge = load_judge(path)
