@@ -14,7 +14,7 @@ import io
 import secrets
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from app import background
 from app.background import BackgroundJob, Progress
 from db import repository as repo
 from renal_ldm.captions import caption_to_levels
-from renal_ldm.evaluate import PHANTOM_SPECK_PX  # noqa: F401  (re-exported: the Evaluate page's specks hint)
+from renal_ldm.evaluate import PHANTOM_SPECK_SIZES, SpeckSizes, speck_sizes  # noqa: F401  (the page's choice)
 from renal_ldm.paths import data_subdir, resolve_in_home, shipped_segmenters
 
 EVALUATIONS_DIR = "evaluations"
@@ -94,17 +94,20 @@ def start_caption_accuracy(
     scheduler: str = "dpmpp",
     seed: int = 0,
     size: int | None = None,
-    min_component_px: int = 0,
+    min_component_px: SpeckSizes = 0,
     created_by: str | None = None,
 ) -> Started:
     """Sample n images of a caption from a model, judge them with a segmenter (the reference's Table 5.1);
-    predicted specks under min_component_px are dropped first (renal_ldm.evaluate.remove_specks)."""
+    predicted specks under min_component_px (one size, or a size per class) are dropped first
+    (renal_ldm.evaluate.remove_specks)."""
     from renal_ldm.evaluate import sample_for_evaluation
 
     segmenter_dir = check_folder(segmenter_dir, "segmenter")
     if not caption.strip():
         raise ValueError("give the generating caption the samples are drawn for")
     caption_to_levels(caption)  # a caption that is not in the trained form cannot be judged: say so now
+    speck_sizes(min_component_px)  # a bad size is named before any sampling
+    specks = dict(min_component_px) if isinstance(min_component_px, Mapping) else int(min_component_px)
     params = {
         "model": model_name,
         "model_dir": model_dir,
@@ -115,7 +118,7 @@ def start_caption_accuracy(
         "seed": int(seed),
         "size": size,
         "segmenter": segmenter_dir,
-        "min_component_px": int(min_component_px),
+        "min_component_px": specks,
     }
 
     def work(folder: Path, progress: Progress, cancel: threading.Event) -> dict:
@@ -143,7 +146,7 @@ def start_caption_accuracy(
         result = evaluate_captions(
             folder / "samples",
             segmenter_dir,
-            min_component_px=int(min_component_px),
+            min_component_px=specks,
             masks_dir=folder / "masks",
             progress=lambda done, total: progress("judging", done, total),
             cancel=cancel,

@@ -71,8 +71,26 @@ REFERENCE_SCLEROTIC_ONLY = 3.60
 REFERENCE_GLOMERULI_ONLY_OF_MENTIONS = 4.2
 """The reference's "in only 4.2% of those images [mentioning glomeruli] were the glomeruli deemed not sclerotic"."""
 
-PHANTOM_SPECK_PX = 32
-"""The --min-component measured for the shipped phantom segmenter at 128 px (see remove_specks)."""
+SpeckSizes = int | Mapping[str, int]
+"""Smallest predicted component that counts: one size in pixels for every class, or a size per class name
+(classes left out count every pixel)."""
+
+PHANTOM_JUDGE_SPECKS = "phantom"
+"""What `--min-component` takes for PHANTOM_SPECK_SIZES (the shipped phantom judge's own sizes)."""
+
+PHANTOM_SPECK_SIZES: dict[str, int] = {
+    "Arteries": 192,
+    "Atrophic Tubuli": 32,
+    "Tubuli": 128,
+    "Glomeruli": 128,
+    "Sclerotic Glomeruli": 192,
+    "other kidney tissue": 0,
+    "Dilated Tubuli": 128,
+}
+"""The smallest component per class that the shipped phantom segmenter (v3) reads reliably at 128 px, measured
+by scripts/calibrate_speck_threshold.py on 400 phantoms it never saw, as they are and through the demo
+autoencoder, against their own captions: per class the smallest size within one point of its best exact-level
+accuracy. It never looked at generated samples. See remove_specks for what it changes."""
 
 MIN_SAMPLES = 5
 """Fewest samples a caption-accuracy run accepts: percentages of fewer say nothing."""
@@ -249,7 +267,7 @@ class CaptionAccuracy:
     samples_dir: str | None = None
     segmenter: str | None = None
     notes: tuple[str, ...] = ()
-    min_component_px: int = 0
+    min_component_px: SpeckSizes = 0
     judged: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -358,7 +376,9 @@ class CaptionAccuracy:
             "renal_ldm_version": __version__,
             "samples_dir": self.samples_dir,
             "segmenter": {"path": self.segmenter, "classes": self.segmenter_classes},
-            "min_component_px": self.min_component_px,
+            "min_component_px": (
+                dict(self.min_component_px) if isinstance(self.min_component_px, Mapping) else self.min_component_px
+            ),
             "n_samples": self.n,
             "judged_classes": list(self.judged),
             "notes": list(self.notes),
@@ -414,31 +434,79 @@ def load_judge(path: str | Path, *, device=None):
     return load_segmenter(path, device=device or "cpu")
 
 
-def remove_specks(mask: np.ndarray, min_px: int) -> tuple[np.ndarray, int]:
+def speck_sizes(min_px: SpeckSizes) -> dict[int, int]:
+    """Class id -> smallest component that counts, for every captioned class, from one size or a size per class
+    name; a ValueError names a bad size or class."""
+    if isinstance(min_px, Mapping):
+        names = {c.name: c.id for c in CAPTIONED_CLASSES}
+        unknown = sorted(set(min_px) - set(names))
+        if unknown:
+            raise ValueError(f"speck sizes name unknown classes {unknown}; expected some of {', '.join(names)}")
+        sizes = {names[name]: value for name, value in min_px.items()}
+    else:
+        sizes = {c.id: min_px for c in CAPTIONED_CLASSES}
+    for class_id, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"minimum component size for {by_id(class_id).name} must be a whole number of pixels >= 0; "
+                f"got {value!r}"
+            )
+    return {c.id: sizes.get(c.id, 0) for c in CAPTIONED_CLASSES}
+
+
+def parse_speck_sizes(text: str) -> SpeckSizes:
+    """`--min-component`'s value: a whole number of pixels, or PHANTOM_JUDGE_SPECKS for PHANTOM_SPECK_SIZES."""
+    if str(text).strip() == PHANTOM_JUDGE_SPECKS:
+        return dict(PHANTOM_SPECK_SIZES)
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"--min-component must be a whole number of pixels >= 0 or {PHANTOM_JUDGE_SPECKS!r} (the shipped "
+            f"phantom judge's sizes per class); got {text!r}"
+        )
+    return value
+
+
+def describe_speck_sizes(min_px: SpeckSizes) -> str:
+    """'32 px' or 'Arteries 192, ... px' for notes and reports."""
+    if isinstance(min_px, Mapping):
+        return ", ".join(f"{name} {value}" for name, value in min_px.items()) + " px"
+    return f"{min_px} px"
+
+
+def remove_specks(mask: np.ndarray, min_px: SpeckSizes) -> tuple[np.ndarray, int]:
     """The label mask with every connected component (8-connected) of a captioned class smaller than `min_px`
-    pixels set to 0 (white background, never captioned), and how many components that removed.
+    pixels (one size, or a size per class name) set to 0 (white background, never captioned), and how many
+    components that removed.
 
     Why: the caption rule mentions a class for any pixel of it, and a segmenter's stray pixels are not
-    structures. Measured on 378 held-out phantoms of 128 px judged by models/segmenter-phantom v3
-    (scripts/evaluate_demo_model.py --per-cell 18, compositions): the judge finds glomeruli in 28% of the 212
-    phantoms that have none, 7% with specks under 32 px dropped, and its mean per-class exact-level accuracy
-    against the phantoms' own captions rises from 0.80 to 0.93 (v2 on 126 of them: 31% -> 4%, 0.74 -> 0.89; the
-    first shipped judge: 63% -> 3%, 0.60 -> 0.77).
+    structures. Measured on 400 unseen phantoms of 128 px, as they are / through the demo autoencoder, judged by
+    models/segmenter-phantom v3 (scripts/calibrate_speck_threshold.py): mean per-class exact-level accuracy
+    against their own captions 0.805 / 0.719 counting every pixel, 0.935 / 0.838 with specks under 32 px
+    dropped (the single size used until 2026-12-07), 0.969 / 0.908 with PHANTOM_SPECK_SIZES (per class: a small
+    atrophic tubule is a structure, a glomerulus or an artery of under 128 px is not); glomeruli found in the
+    212 of them whose caption has none: 28% every pixel, 3.3% / 12.3% at 32 px, 0.9% / 3.3% per class.
     Fractions of the other classes are unchanged (they are shares of all pixels, background included).
     """
     from scipy import ndimage
 
-    if min_px <= 1:
+    sizes = speck_sizes(min_px)
+    if all(size <= 1 for size in sizes.values()):
         return mask, 0
     out = np.array(mask, copy=True)
     removed = 0
     eight = np.ones((3, 3), bool)
-    for cls in CAPTIONED_CLASSES:
-        components, n = ndimage.label(out == cls.id, structure=eight)
+    for class_id, size in sizes.items():
+        if size <= 1:
+            continue
+        components, n = ndimage.label(out == class_id, structure=eight)
         if n == 0:
             continue
-        sizes = np.bincount(components.ravel(), minlength=n + 1)
-        small = np.flatnonzero(sizes < min_px)
+        counts = np.bincount(components.ravel(), minlength=n + 1)
+        small = np.flatnonzero(counts < size)
         small = small[small > 0]
         if small.size:
             out[np.isin(components, small)] = 0
@@ -451,20 +519,20 @@ def evaluate_captions(
     segmenter,
     *,
     min_samples: int = MIN_SAMPLES,
-    min_component_px: int = 0,
+    min_component_px: SpeckSizes = 0,
     masks_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> CaptionAccuracy:
     """Judge every sample of a `renal-ldm sample` folder with a segmenter (a Segmenter or its folder).
 
-    min_component_px > 1 drops predicted specks smaller than that before captioning (remove_specks; 0, the
-    default, is the reference's rule: any pixel counts). masks_dir, when given, receives each predicted label
-    mask (after that) as <sample stem>.png (values 0..7), which `renal-ldm caption --mask` reads.
+    min_component_px drops predicted specks smaller than that (one size, or a size per class name) before
+    captioning (remove_specks; 0, the default, is the reference's rule: any pixel counts). masks_dir, when given,
+    receives each predicted label mask (after that) as <sample stem>.png (values 0..7), which `renal-ldm caption
+    --mask` reads.
     progress(done, total) is called after every sample; cancel is checked before each one (EvaluationCancelled).
     """
-    if isinstance(min_component_px, bool) or not isinstance(min_component_px, int) or min_component_px < 0:
-        raise ValueError(f"minimum component size must be a whole number of pixels >= 0; got {min_component_px!r}")
+    dropping = any(size > 1 for size in speck_sizes(min_component_px).values())  # a bad size fails before work
     samples = read_sample_folder(samples_dir, min_samples=min_samples)  # before loading anything heavy
     segmenter_path = None
     if isinstance(segmenter, (str, Path)):
@@ -497,10 +565,10 @@ def evaluate_captions(
         if progress is not None:
             progress(done, len(samples))
     notes = []
-    if min_component_px > 1:
+    if dropping:
         notes.append(
-            f"predicted components under {min_component_px} px were dropped before captioning ({specks} in "
-            f"{len(samples)} samples); the reference counted every pixel"
+            f"predicted components under {describe_speck_sizes(min_component_px)} were dropped before captioning "
+            f"({specks} in {len(samples)} samples); the reference counted every pixel"
         )
     if judged != ALL_CLASSES:
         notes.append(

@@ -42,7 +42,14 @@ from PIL import Image
 from renal_ldm.artifacts import edge_ratio, frame_ratio_interval, sharpness, soften_to_sharpness
 from renal_ldm.captions import GENERATING_CAPTION, HIGH, LEVELS, NONE, caption_to_levels, levels_to_caption
 from renal_ldm.classes import CAPTIONED_CLASSES
-from renal_ldm.evaluate import PHANTOM_SPECK_PX, evaluate_captions, load_judge, write_caption_report
+from renal_ldm.evaluate import (
+    PHANTOM_JUDGE_SPECKS,
+    PHANTOM_SPECK_SIZES,
+    evaluate_captions,
+    load_judge,
+    parse_speck_sizes,
+    write_caption_report,
+)
 from renal_ldm.models.configs import SAMPLING_PRECISIONS
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir
 from renal_ldm.phantom import FIELD_CONTEXT, generate_dataset, generate_phantom
@@ -176,9 +183,9 @@ def main() -> int:
     parser.add_argument("--guidance", type=float, help="default: the model's recommended guidance")
     parser.add_argument(
         "--min-component",
-        type=int,
-        default=PHANTOM_SPECK_PX,
-        help="judge with predicted specks under this many px dropped (renal_ldm.evaluate.remove_specks); every "
+        default=PHANTOM_JUDGE_SPECKS,
+        help="judge with predicted specks under this many px dropped (renal_ldm.evaluate.remove_specks), or "
+        f"{PHANTOM_JUDGE_SPECKS!r} (default) for the shipped judge's sizes per class {PHANTOM_SPECK_SIZES}; every "
         "figure is also given with every pixel counted (the reference's rule), under *_every_pixel",
     )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
@@ -197,6 +204,11 @@ def main() -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if parts - set(PARTS):
         print(f"unknown --parts {sorted(parts - set(PARTS))}; expected some of {', '.join(PARTS)}", file=sys.stderr)
+        return 2
+    try:
+        specks = parse_speck_sizes(args.min_component)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
         return 2
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -217,7 +229,7 @@ def main() -> int:
     sampler = Sampler.from_dir(args.model, precision=args.precision)
     summary: dict = {"model": args.model, "fingerprint": sampler.model.fingerprint, "steps": args.steps}
     summary["precision"] = sampler.precision
-    summary["min_component_px"] = args.min_component
+    summary["min_component_px"] = specks
     summary["late_margin"] = args.late_margin
     summary["guidance"] = SampleRequest(caption="", guidance=args.guidance).validated(sampler.model).guidance
 
@@ -241,7 +253,7 @@ def main() -> int:
 
     def judge_folder(folder: Path, report: Path):
         """(specks dropped, every pixel counted) results; the first one's report goes to `report`."""
-        clean = evaluate_captions(folder, judge, min_component_px=args.min_component)
+        clean = evaluate_captions(folder, judge, min_component_px=specks)
         write_caption_report(clean, report)
         return clean, evaluate_captions(folder, judge)
 

@@ -21,7 +21,7 @@ from evaluate_demo_model import autoencoded  # noqa: E402
 from renal_ldm.artifacts import soften  # noqa: E402
 from renal_ldm.captions import HIGH, LEVELS, NONE, caption_to_levels, level_for_fraction  # noqa: E402
 from renal_ldm.classes import by_name  # noqa: E402
-from renal_ldm.evaluate import PHANTOM_SPECK_PX, load_judge, remove_specks  # noqa: E402
+from renal_ldm.evaluate import PHANTOM_SPECK_SIZES, load_judge, remove_specks  # noqa: E402
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir  # noqa: E402
 from renal_ldm.phantom import generate_phantom  # noqa: E402
 from renal_ldm.sample import Sampler  # noqa: E402
@@ -35,7 +35,7 @@ def glomerulus_levels(judge, images: list[np.ndarray]) -> dict[str, float]:
     """Share of images whose judged glomerulus level (specks dropped, as evaluate-captions) is each level."""
     levels = []
     for image in images:
-        mask, _ = remove_specks(judge.predict(image), PHANTOM_SPECK_PX)
+        mask, _ = remove_specks(judge.predict(image), PHANTOM_SPECK_SIZES)
         share = float((mask == GLOMERULI).mean())
         levels.append(level_for_fraction(share) if share > 0 else NONE)
     return {level: levels.count(level) / len(levels) for level in (NONE, *LEVELS)}

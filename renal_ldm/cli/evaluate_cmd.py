@@ -30,11 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--min-samples", type=int, default=None, help="refuse folders with fewer samples (default: 5)")
     p.add_argument(
         "--min-component",
-        type=int,
-        default=0,
-        metavar="PX",
-        help="drop predicted specks (components) under PX pixels before captioning; the README gives the value "
-        "measured for the shipped phantom segmenter (default 0: every pixel counts, the reference's rule)",
+        default="0",
+        metavar="PX|phantom",
+        help="drop predicted specks (components) under PX pixels before captioning, or 'phantom' for the sizes "
+        "per class measured for the shipped phantom segmenter (scripts/calibrate_speck_threshold.py) "
+        "(default 0: every pixel counts, the reference's rule)",
     )
     g = p.add_argument_group("sampling first (with --model)")
     what = g.add_mutually_exclusive_group()
@@ -65,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from renal_ldm import evaluate
     from renal_ldm.cli.sample_cmd import caption_from_args
 
-    if args.min_component < 0:  # before any sampling, not after it
-        raise ValueError(f"--min-component must be a whole number of pixels >= 0; got {args.min_component}")
+    specks = evaluate.parse_speck_sizes(args.min_component)  # before any sampling, not after it
     min_samples = evaluate.MIN_SAMPLES if args.min_samples is None else args.min_samples
     if min_samples < 1:
         raise ValueError(f"--min-samples must be >= 1; got {min_samples}")
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             samples_dir,
             segmenter,
             min_samples=min_samples,
-            min_component_px=args.min_component,
+            min_component_px=specks,
             masks_dir=out / evaluate.MASKS_DIR if args.save_masks else None,
             progress=progress,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -47,12 +48,20 @@ def test_a_realism_test_runs_and_is_listed_with_its_report(app, app_home, phanto
 
 def test_caption_accuracy_samples_a_model_and_judges_it(app_home, tiny_model_dir, tiny_segmenter_dir):
     started = ev.start_caption_accuracy(
-        str(tiny_model_dir), "tiny", GENERATING_CAPTION, 5, str(tiny_segmenter_dir), steps=2
+        str(tiny_model_dir),
+        "tiny",
+        GENERATING_CAPTION,
+        5,
+        str(tiny_segmenter_dir),
+        steps=2,
+        min_component_px=ev.PHANTOM_SPECK_SIZES,
     )
     evaluation = _finished(started)
     assert evaluation.summary["n_samples"] == 5
     assert set(evaluation.summary["table_5_1_percent"]) >= {"Glomeruli"}
     assert len(list((app_home / evaluation.report_dir / "samples").glob("*.png"))) == 5
+    report = json.loads((app_home / evaluation.report_dir / "report" / "caption_accuracy.json").read_text())
+    assert report["min_component_px"] == ev.PHANTOM_SPECK_SIZES  # the per-class sizes judged it
 
 
 def test_the_mix_experiment_runs_every_mix(app_home, phantom_folders, tmp_path):
@@ -71,6 +80,8 @@ def test_bad_inputs_are_refused_before_anything_runs(app_home, tmp_path):
         ev.start_caption_accuracy("/m", "m", GENERATING_CAPTION, 5, "")
     with pytest.raises(ValueError, match="cannot parse caption sentence 'pink tissue'"):
         ev.start_caption_accuracy("/m", "m", "pink tissue", 5, str(tmp_path))
+    with pytest.raises(ValueError, match="unknown classes \\['Glomerulus'\\]"):
+        ev.start_caption_accuracy("/m", "m", GENERATING_CAPTION, 5, str(tmp_path), min_component_px={"Glomerulus": 9})
     assert repo.list_evaluations() == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from renal_ldm import evaluate
 from renal_ldm.captions import GENERATING_CAPTION, caption_to_levels, levels_to_caption
-from renal_ldm.classes import GLOMERULI_ID, OTHER_TISSUE_ID, SCLEROTIC_GLOMERULI_ID
+from renal_ldm.classes import CAPTIONED_CLASSES, GLOMERULI_ID, OTHER_TISSUE_ID, SCLEROTIC_GLOMERULI_ID, by_name
 from renal_ldm.cli import main
 from renal_ldm.phantom import generate_phantom
 
@@ -114,6 +115,44 @@ def test_specks_under_the_minimum_are_dropped_and_structures_kept():
     assert mask[50, 50] == GLOMERULI_ID  # the input is not changed
     assert evaluate.remove_specks(mask, 0) == (mask, 0)
     assert evaluate.remove_specks(mask, 401)[0][20, 20] == 0  # a component smaller than the minimum goes too
+
+
+def test_speck_sizes_per_class_drop_each_class_under_its_own_size():
+    """A 100 px glomerulus is a speck for the phantom judge, a 100 px atrophic tubule a structure."""
+    atrophic = by_name("Atrophic Tubuli").id
+    mask = np.full((64, 64), OTHER_TISSUE_ID, np.uint8)
+    mask[0:10, 0:10] = GLOMERULI_ID  # 100 px
+    mask[20:30, 20:30] = atrophic  # 100 px
+    mask[40:60, 40:60] = GLOMERULI_ID  # 400 px
+    cleaned, removed = evaluate.remove_specks(mask, {"Glomeruli": 128, "Atrophic Tubuli": 32})
+    assert removed == 1
+    assert (cleaned[0:10, 0:10] == 0).all() and (cleaned[20:30, 20:30] == atrophic).all()
+    assert (cleaned[40:60, 40:60] == GLOMERULI_ID).all()
+    assert ((cleaned == OTHER_TISSUE_ID) == (mask == OTHER_TISSUE_ID)).all()  # a class left out keeps every pixel
+    assert evaluate.remove_specks(mask, {"Glomeruli": 0}) == (mask, 0)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "named"),
+    [
+        ({"Glomerulus": 128}, "'Glomerulus'"),
+        ({"Glomeruli": -1}, "Glomeruli must be a whole number of pixels >= 0; got -1"),
+        ({"Tubuli": 2.5}, "got 2.5"),
+        (-3, "got -3"),
+    ],
+)
+def test_a_bad_speck_size_is_named(sizes, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        evaluate.remove_specks(np.zeros((4, 4), np.uint8), sizes)
+
+
+def test_min_component_takes_pixels_or_the_phantom_judges_sizes():
+    assert evaluate.parse_speck_sizes("16") == 16
+    assert evaluate.parse_speck_sizes("phantom") == evaluate.PHANTOM_SPECK_SIZES
+    assert set(evaluate.PHANTOM_SPECK_SIZES) == {c.name for c in CAPTIONED_CLASSES}
+    for bad in ("-3", "big", "1.5"):
+        with pytest.raises(ValueError, match=f"got '{re.escape(bad)}'"):
+            evaluate.parse_speck_sizes(bad)
 
 
 def test_combined_glomeruli_count_both_kinds_together():
@@ -354,6 +393,12 @@ def test_min_component_drops_specks_from_the_judged_masks(sample_dir, phantom_se
 
     code = main([*args, "--out", str(tmp_path / "bad"), "--min-component", "-3", "--no-progress"])
     assert code == 2 and "-3" in capsys.readouterr().err
+
+    code = main([*args, "--out", str(tmp_path / "phantom"), "--min-component", "phantom", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "phantom" / evaluate.REPORT_JSON).read_text())
+    assert report["min_component_px"] == evaluate.PHANTOM_SPECK_SIZES
+    assert any("under Arteries 192, " in note and "Glomeruli 128" in note for note in report["notes"])
 
 
 def test_a_glomeruli_segmenter_judges_glomeruli_only(sample_dir, tmp_path_factory, one_torch_thread, tmp_path, capsys):

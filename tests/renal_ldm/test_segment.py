@@ -443,3 +443,21 @@ def test_judge_blur_robustness_reports_dice_levels_and_false_glomeruli_for_a_seg
     for line in ("pooled mean Dice on 1 unseen phantoms", "captioned a lot of Glomeruli", "whose caption has none"):
         assert line in done.stdout, done.stdout
     assert "through the autoencoder" in done.stdout and "blurred 1.5 px" in done.stdout
+
+
+def test_calibrate_speck_threshold_picks_a_size_per_class_from_unseen_phantoms():
+    """The script behind PHANTOM_SPECK_SIZES runs on the shipped models and names a size for every class."""
+    import subprocess
+    import sys
+
+    from renal_ldm.classes import CAPTIONED_CLASSES
+
+    _shipped(SHIPPED_PHANTOM)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "calibrate_speck_threshold.py"
+    done = subprocess.run([sys.executable, str(script), "--n", "4"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    chosen = done.stdout.split("best accuracy (mean of both sets):")[1].splitlines()[1]
+    assert all(f"'{c.name}': " in chosen for c in CAPTIONED_CLASSES), done.stdout
+    assert "per class |" in done.stdout and "through the autoencoder" in done.stdout
+    bad = subprocess.run([sys.executable, str(script), "--n", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--n must be >= 1" in bad.stderr
