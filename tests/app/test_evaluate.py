@@ -8,6 +8,7 @@ import shutil
 import pytest
 from app_helpers import page_path
 
+from app import background
 from app import evaluations as ev
 from db import repository as repo
 from renal_ldm.captions import GENERATING_CAPTION
@@ -95,3 +96,19 @@ def test_a_failed_run_keeps_its_error_and_the_page_shows_it(app, app_home, tmp_p
     app.switch_page(EVALUATE).run()
     assert not app.exception
     assert any("empty" in e.value for e in app.error)
+
+
+def test_the_page_judges_with_the_phantom_segmenters_sizes_per_class_when_asked(app, tiny_model, tiny_segmenter_dir):
+    app.switch_page(EVALUATE).run()
+    next(r for r in app.radio if r.label == "Measurement").set_value(ev.CAPTIONS).run()
+    next(n for n in app.number_input if n.label == "Samples").set_value(5)
+    next(n for n in app.number_input if n.label == "DPM-Solver++ steps").set_value(5)
+    next(s for s in app.selectbox if s.label.startswith("Segmenter")).set_value("Another folder on the server")
+    next(t for t in app.text_input if t.label == "Segmenter folder").input(str(tiny_segmenter_dir))
+    next(c for c in app.checkbox if c.label.startswith("Use the shipped phantom segmenter's sizes")).check()
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    job_id, evaluation_id = app.session_state["evaluate.job"]
+    evaluation = _finished(ev.Started(evaluation_id, background.get(job_id)))
+    assert evaluation.params["min_component_px"] == ev.PHANTOM_SPECK_SIZES
+    assert evaluation.state == "done" and evaluation.summary["n_samples"] == 5
