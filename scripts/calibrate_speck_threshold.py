@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_demo_model import autoencoded  # noqa: E402
+from evaluate_demo_model import autoencoded, level_summary  # noqa: E402
 
-from renal_ldm.captions import NONE, caption_to_levels  # noqa: E402
+from renal_ldm.captions import caption_to_levels  # noqa: E402
 from renal_ldm.evaluate import CaptionAccuracy, SpeckSizes, judge_mask, load_judge, remove_specks  # noqa: E402
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir  # noqa: E402
 from renal_ldm.phantom import generate_phantom  # noqa: E402
@@ -31,7 +31,6 @@ FIRST_SEED = 960_000
 TIE = 0.01
 """Accuracies within one point of the best count as tied (400 phantoms tell about +-1.5 points); the smallest
 tied size wins, so no more is dropped than the data ask for."""
-GLOMERULI = "Glomeruli"
 
 
 def judged(masks: list[np.ndarray], captions: list[str], min_px: SpeckSizes) -> CaptionAccuracy:
@@ -41,14 +40,6 @@ def judged(masks: list[np.ndarray], captions: list[str], min_px: SpeckSizes) -> 
         for k, (mask, caption) in enumerate(zip(masks, captions, strict=True))
     ]
     return CaptionAccuracy(rows=tuple(rows), min_component_px=min_px)
-
-
-def mean_accuracy(result: CaptionAccuracy) -> float:
-    return float(np.mean([result.exact_level_accuracy(c) for c in result.judged]))
-
-
-def glomeruli_unasked(result: CaptionAccuracy) -> int:
-    return sum(r.requested[GLOMERULI] == NONE and r.predicted[GLOMERULI] != NONE for r in result.rows)
 
 
 def main() -> int:
@@ -69,7 +60,7 @@ def main() -> int:
     masks = {name: [np.asarray(judge.predict(image)) for image in variant] for name, variant in images.items()}
     table = {size: {name: judged(m, captions, size) for name, m in masks.items()} for size in SIZES}
     classes = table[0]["as they are"].judged
-    none_asked = sum(caption_to_levels(c).get(GLOMERULI) is None for c in captions)
+    none_asked = sum("Glomeruli" not in caption_to_levels(c) for c in captions)
     print(f"{args.segmenter} on {args.n} unseen {args.size} px phantoms (seeds {FIRST_SEED}-{FIRST_SEED + args.n - 1})")
     print(f"exact-level accuracy per class, {' / '.join(masks)}")
     print("min px | " + " | ".join(f"{c[:11]:>11s}" for c in classes))
@@ -86,8 +77,10 @@ def main() -> int:
     print(f"mean exact-level accuracy / glomeruli found where the caption has none ({none_asked} phantoms)")
     print(f"{'min px':>9s} | " + " | ".join(masks))
     for label, by_set in rows.items():
+        summaries = [level_summary(r) for r in by_set.values()]
         cells = [
-            f"{mean_accuracy(r):.3f} / {100 * glomeruli_unasked(r) / max(none_asked, 1):.1f}%" for r in by_set.values()
+            f"{s['mean_exact_level_accuracy']:.3f} / {100 * (s['glomeruli_found_when_not_asked'] or 0):.1f}%"
+            for s in summaries
         ]
         print(f"{label:>9s} | " + " | ".join(cells))
     return 0
