@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_demo_model import autoencoded  # noqa: E402
+from evaluate_demo_model import autoencoded, phantoms_of_levels  # noqa: E402
 
 from renal_ldm.artifacts import soften  # noqa: E402
-from renal_ldm.captions import HIGH, LEVELS, NONE, caption_to_levels, level_for_fraction  # noqa: E402
+from renal_ldm.captions import HIGH, LEVELS, NONE, level_for_fraction  # noqa: E402
 from renal_ldm.classes import by_name  # noqa: E402
 from renal_ldm.evaluate import PHANTOM_SPECK_SIZES, load_judge, remove_specks  # noqa: E402
 from renal_ldm.paths import SHIPPED_PHANTOM_SEGMENTER, demo_model_dir  # noqa: E402
@@ -55,20 +55,10 @@ def main() -> int:
     truth = np.concatenate([p.mask.ravel() for p in phantoms])
     variants = {"as they are": images, **{f"blurred {s} px": soften(images, s) for s in BLURS}}
     variants["through the autoencoder"] = autoencoded(sampler, images)
-    high, seed = [], 930_000
-    while len(high) < args.n_high:
-        phantom = generate_phantom(128, seed=seed, lead=["Glomeruli"])
-        seed += 1
-        if caption_to_levels(phantom.caption).get("Glomeruli") == HIGH:
-            high.append(phantom.image)
+    high = [p.image for p in phantoms_of_levels({"Glomeruli": HIGH}, args.n_high, 128, seed=930_000)]
     high_variants = {"as they are": high, "blurred 1.0 px": soften(high, 1.0)}
     high_variants["through the autoencoder"] = autoencoded(sampler, high)
-    none, seed = [], 900_000
-    while len(none) < args.n_none:
-        phantom = generate_phantom(128, seed=seed)
-        seed += 1
-        if caption_to_levels(phantom.caption).get("Glomeruli", NONE) == NONE:
-            none.append(phantom.image)
+    none = [p.image for p in phantoms_of_levels({"Glomeruli": NONE}, args.n_none, 128, seed=900_000)]
     none_variants = {"as they are": none, "blurred 1.0 px": soften(none, 1.0)}
     none_variants["through the autoencoder"] = autoencoded(sampler, none)
     for path in args.segmenter:
